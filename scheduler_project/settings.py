@@ -1,0 +1,230 @@
+"""Settings, read from the environment with django-environ.
+
+Every variable read here is documented, with its default, in docs/settings.md.
+`.env` is read if present; `.env.example` lists every variable.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import environ
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+env = environ.Env()
+if (BASE_DIR / ".env").is_file():
+    env.read_env(BASE_DIR / ".env")
+
+DJANGO_ENV = env.str("DJANGO_ENV", default="development")
+if DJANGO_ENV not in {"development", "production"}:
+    raise ImproperlyConfigured(
+        f"DJANGO_ENV must be 'development' or 'production', not {DJANGO_ENV!r}."
+    )
+PRODUCTION = DJANGO_ENV == "production"
+
+# Where the embedded default keeps its SQLite database, broker queue and mail.
+DATA_DIR = Path(env.str("SCHEDULES_DATA_DIR", default=str(BASE_DIR / "var")))
+DATA_DIR.mkdir(parents=True, exist_ok=True)
+
+if PRODUCTION:
+    # No default: a production deployment must bring its own key.
+    SECRET_KEY = env.str("SECRET_KEY")
+    DEBUG = False
+    ALLOWED_HOSTS = env.list("ALLOWED_HOSTS")
+else:
+    SECRET_KEY = env.str(
+        "SECRET_KEY", default="django-insecure-development-key-do-not-use-in-production"
+    )
+    DEBUG = env.bool("DEBUG", default=True)
+    ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
+
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "schedules",
+    "workers",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "scheduler_project.urls"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+WSGI_APPLICATION = "scheduler_project.wsgi.application"
+
+# --- Database -----------------------------------------------------------------
+DATABASES = {
+    "default": env.db("DATABASE_URL", default=f"sqlite:///{DATA_DIR / 'db.sqlite3'}"),
+}
+_db = DATABASES["default"]
+if _db["ENGINE"] == "django.db.backends.sqlite3":
+    # WAL lets the web, the dispatcher and the workers read while one writes;
+    # IMMEDIATE transactions take the write lock up front, so two writers queue
+    # on the busy timeout instead of failing with "database is locked".
+    _db.setdefault("OPTIONS", {}).update(
+        {
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+            "transaction_mode": "IMMEDIATE",
+            "timeout": env.int("SQLITE_BUSY_TIMEOUT", default=30),
+        }
+    )
+    # A file, not memory: end-to-end tests run the dispatcher and the worker in
+    # other processes that must see the test database.
+    _db["TEST"] = {"NAME": str(DATA_DIR / "test-db.sqlite3")}
+else:
+    _db["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
+    _db["CONN_HEALTH_CHECKS"] = True
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = env.str("TIME_ZONE", default="UTC")
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = Path(env.str("STATIC_ROOT", default=str(DATA_DIR / "static")))
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": (
+            "whitenoise.storage.CompressedManifestStaticFilesStorage"
+            if PRODUCTION
+            else "django.contrib.staticfiles.storage.StaticFilesStorage"
+        )
+    },
+}
+
+# --- Security (production) ----------------------------------------------------
+if PRODUCTION:
+    SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=True)
+    SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=31536000)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=True)
+    SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=True)
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    if env.bool("SECURE_PROXY_SSL_HEADER", default=False):
+        SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    if len(SECRET_KEY) < 50 or SECRET_KEY.startswith("django-insecure"):
+        raise ImproperlyConfigured(
+            "SECRET_KEY must be at least 50 random characters in production "
+            "(generate one with: python -c 'import secrets; print(secrets.token_urlsafe(64))')."
+        )
+
+# --- Email ----------------------------------------------------------------------
+# The embedded default writes each message to a file under var/mail.
+_email_url = env.str("EMAIL_URL", default="")
+if _email_url:
+    # e.g. smtp+tls://user:password@smtp.example.com:587 or consolemail://
+    vars().update(environ.Env.email_url_config(_email_url))
+else:
+    EMAIL_BACKEND = "django.core.mail.backends.filebased.EmailBackend"
+    EMAIL_FILE_PATH = str(DATA_DIR / "mail")
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="scheduler@localhost")
+EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=30)
+
+# --- Celery -----------------------------------------------------------------------
+# The embedded default broker is a folder of files (needs no server; messages
+# survive a restart). Redis works too: CELERY_BROKER_URL=redis://127.0.0.1:6379/0
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://")
+CELERY_BROKER_DIR = Path(env.str("CELERY_BROKER_DIR", default=str(DATA_DIR / "broker")))
+CELERY_BROKER_POLLING_INTERVAL = env.float("CELERY_BROKER_POLLING_INTERVAL", default=0.005)
+CELERY_TASK_DEFAULT_QUEUE = env.str("CELERY_TASK_DEFAULT_QUEUE", default="schedules")
+
+# --- Schedules ----------------------------------------------------------------------
+SCHEDULES_ENGINES = {
+    "precise": env.str("SCHEDULES_ENGINE_PRECISE", default="local"),
+    "relaxed": env.str("SCHEDULES_ENGINE_RELAXED", default="local"),
+}
+SCHEDULES_ARM_HORIZON = env.int("SCHEDULES_ARM_HORIZON", default=7 * 24 * 3600)
+SCHEDULES_PAST_GRACE = env.int("SCHEDULES_PAST_GRACE", default=60)
+SCHEDULES_MAX_AHEAD = env.int("SCHEDULES_MAX_AHEAD", default=5 * 366 * 24 * 3600)
+SCHEDULES_MAX_PAYLOAD_BYTES = env.int("SCHEDULES_MAX_PAYLOAD_BYTES", default=64 * 1024)
+SCHEDULES_DEFAULT_MAX_ATTEMPTS = env.int("SCHEDULES_DEFAULT_MAX_ATTEMPTS", default=3)
+SCHEDULES_MAX_ATTEMPTS_LIMIT = env.int("SCHEDULES_MAX_ATTEMPTS_LIMIT", default=25)
+SCHEDULES_RETRY_BASE = env.float("SCHEDULES_RETRY_BASE", default=2.0)
+SCHEDULES_RETRY_MAX = env.float("SCHEDULES_RETRY_MAX", default=300.0)
+SCHEDULES_LEASE_SECONDS = env.int("SCHEDULES_LEASE_SECONDS", default=300)
+SCHEDULES_REDELIVER_AFTER = env.int("SCHEDULES_REDELIVER_AFTER", default=300)
+SCHEDULES_EARLY_HOLD_MAX = env.float("SCHEDULES_EARLY_HOLD_MAX", default=5.0)
+SCHEDULES_DISPATCH_BATCH = env.int("SCHEDULES_DISPATCH_BATCH", default=500)
+SCHEDULES_DISPATCH_MAX_SLEEP = env.float("SCHEDULES_DISPATCH_MAX_SLEEP", default=30.0)
+SCHEDULES_DISPATCH_WAKE_POLL = env.float("SCHEDULES_DISPATCH_WAKE_POLL", default=0.01)
+SCHEDULES_SWEEP_INTERVAL = env.float("SCHEDULES_SWEEP_INTERVAL", default=30.0)
+SCHEDULES_MIN_PING_INTERVAL = env.int("SCHEDULES_MIN_PING_INTERVAL", default=5)
+SCHEDULES_MAX_STEPS_PER_CLASSROOM = env.int("SCHEDULES_MAX_STEPS_PER_CLASSROOM", default=10_000)
+
+# Modules imported by the worker and the web process to register extra actions.
+SCHEDULES_ACTION_MODULES = env.list("SCHEDULES_ACTION_MODULES", default=[])
+
+SCHEDULES_RECORDING_BACKEND = env.str("SCHEDULES_RECORDING_BACKEND", default="logging")
+SCHEDULES_RECORDING_URL = env.str("SCHEDULES_RECORDING_URL", default="")
+SCHEDULES_RECORDING_ALLOWED_HOSTS = env.list("SCHEDULES_RECORDING_ALLOWED_HOSTS", default=[])
+SCHEDULES_RECORDING_TOKEN = env.str("SCHEDULES_RECORDING_TOKEN", default="")
+SCHEDULES_RECORDING_CONNECT_TIMEOUT = env.float("SCHEDULES_RECORDING_CONNECT_TIMEOUT", default=3.05)
+SCHEDULES_RECORDING_READ_TIMEOUT = env.float("SCHEDULES_RECORDING_READ_TIMEOUT", default=10.0)
+
+# Celery's hard time limit stays inside the claim lease, so a task can never
+# outlive its lease and be taken over while it is still running.
+CELERY_TASK_TIME_LIMIT = max(SCHEDULES_LEASE_SECONDS - 30, 10)
+CELERY_TASK_SOFT_TIME_LIMIT = max(CELERY_TASK_TIME_LIMIT - 10, 5)
+
+# --- Logging ------------------------------------------------------------------------
+LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
+LOG_JSON = env.bool("LOG_JSON", default=PRODUCTION)
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json": {
+            "()": "pythonjsonlogger.json.JsonFormatter",
+            "format": "%(asctime)s %(levelname)s %(name)s %(message)s",
+        },
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "json" if LOG_JSON else "plain"},
+    },
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {
+        "django.db.backends": {"level": "INFO"},
+    },
+}

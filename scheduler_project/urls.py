@@ -1,0 +1,15 @@
+from django.contrib import admin
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect
+from django.urls import path
+
+
+def healthz(request: HttpRequest) -> HttpResponse:
+    return HttpResponse("ok", content_type="text/plain")
+
+
+urlpatterns = [
+    path("", lambda request: redirect("admin:index")),
+    path("healthz", healthz),
+    path("admin/", admin.site.urls),
+]

@@ -1,0 +1,89 @@
+"""The engine interface: a small set of primitives every timer engine implements.
+
+An engine holds timers, never data. A timer releases the message
+``{step_id, version}`` to the jobs queue at the step's due time.
+"""
+
+from __future__ import annotations
+
+import abc
+import datetime as dt
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Timer:
+    """What an engine needs to know about a step: ids, version, time. No payload."""
+
+    step_id: int
+    version: int
+    due_at: dt.datetime
+    engine: str
+    external_ref: str = ""
+
+
+@dataclass
+class TimerStatus:
+    """What an engine says about one timer (for the admin and reconcile)."""
+
+    state: str  # "waiting", "released", "absent", "failed", "stopped" or engine-specific
+    detail: str = ""
+    url: str = ""
+
+
+@dataclass
+class ReconcilePlan:
+    """Differences between the database's steps and the engine's timers."""
+
+    missing: list[Timer] = field(default_factory=list)  # in the database, not in the engine
+    orphans: list[str] = field(default_factory=list)  # in the engine, not wanted by the database
+
+
+class Engine(abc.ABC):
+    """Base class of the engines. ``arm`` must be idempotent for one step version."""
+
+    #: Name under which the engine is selected in SCHEDULES_ENGINES.
+    name: str = ""
+
+    @abc.abstractmethod
+    def arm(self, timer: Timer) -> str:
+        """Create the timer for this step version; return its external reference.
+
+        Arming the same step version twice must leave one timer.
+        """
+
+    @abc.abstractmethod
+    def disarm(self, timer: Timer) -> None:
+        """Remove the timer. A timer that is already gone or fired is not an error."""
+
+    def arm_many(self, timers: list[Timer]) -> dict[int, str | Exception]:
+        """Arm several timers; per step id, the external reference or the error.
+
+        Engines with a batch API override this; the default arms one by one.
+        """
+        results: dict[int, str | Exception] = {}
+        for timer in timers:
+            try:
+                results[timer.step_id] = self.arm(timer)
+            except Exception as exc:  # noqa: BLE001 - reported per timer to the caller
+                results[timer.step_id] = exc
+        return results
+
+    @abc.abstractmethod
+    def describe(self, timer: Timer) -> TimerStatus:
+        """Report the timer's state as the engine sees it."""
+
+    def reconcile(self, wanted: list[Timer]) -> ReconcilePlan:
+        """Compare the timers the database wants with those the engine holds.
+
+        The default suits engines whose timers can be described one by one.
+        """
+        plan = ReconcilePlan()
+        for timer in wanted:
+            if self.describe(timer).state == "absent":
+                plan.missing.append(timer)
+        return plan
+
+    def console_url(self, timer: Timer) -> str:
+        """A link to the timer in the engine's console, if it has one."""
+        return ""

@@ -1,0 +1,242 @@
+"""The domain: jobs and classrooms are plans; steps are their timed actions; runs are attempts.
+
+Rows hold data and invariants only. Every write goes through schedules.services.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.db.models import F, Q
+
+
+class Precision(models.TextChoices):
+    PRECISE = "precise", "Precise (seconds)"
+    RELAXED = "relaxed", "Relaxed (minutes to hours)"
+
+
+class PlanStatus(models.TextChoices):
+    """Status of a job or classroom, derived from its steps by the services."""
+
+    SCHEDULED = "scheduled", "Scheduled"
+    RUNNING = "running", "Running"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+class Job(models.Model):
+    """A one-off piece of work: run `action` with `payload` at `due_at`."""
+
+    name = models.CharField(max_length=200, blank=True)
+    action = models.CharField(max_length=64, help_text="Registered action name, e.g. send_email.")
+    payload = models.JSONField(
+        default=dict, blank=True, help_text="Arguments of the action, validated by its schema."
+    )
+    due_at = models.DateTimeField(help_text="When the job is due (stored in UTC).")
+    time_zone = models.CharField(
+        max_length=64, default="UTC", help_text="The zone the due time was entered in, for display."
+    )
+    precision = models.CharField(
+        max_length=16, choices=Precision.choices, default=Precision.PRECISE
+    )
+    max_attempts = models.PositiveSmallIntegerField(
+        default=3, help_text="Attempts before the job is marked failed (transient errors retry)."
+    )
+    status = models.CharField(
+        max_length=16, choices=PlanStatus.choices, default=PlanStatus.SCHEDULED, editable=False
+    )
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+        related_name="scheduled_jobs",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-due_at"]
+        indexes = [
+            models.Index(fields=["status", "due_at"], name="job_status_due"),
+            models.Index(fields=["due_at"], name="job_due"),
+            models.Index(fields=["action", "due_at"], name="job_action_due"),
+        ]
+        constraints = [
+            models.CheckConstraint(condition=Q(max_attempts__gte=1), name="job_max_attempts_gte_1"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name or f"{self.action} #{self.pk}"
+
+
+class Classroom(models.Model):
+    """A class with a start and an end: recording starts, pings while live, stops."""
+
+    title = models.CharField(max_length=200)
+    start = models.DateTimeField()
+    end = models.DateTimeField()
+    recording_service_ref = models.CharField(
+        max_length=200, help_text="The recording service's identifier for this class's stream."
+    )
+    live_ping_interval = models.PositiveIntegerField(
+        default=60, help_text="Seconds between live pings while the class runs."
+    )
+    time_zone = models.CharField(max_length=64, default="UTC")
+    precision = models.CharField(
+        max_length=16, choices=Precision.choices, default=Precision.PRECISE
+    )
+    status = models.CharField(
+        max_length=16, choices=PlanStatus.choices, default=PlanStatus.SCHEDULED, editable=False
+    )
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+        related_name="classrooms",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-start"]
+        indexes = [
+            models.Index(fields=["status", "start"], name="classroom_status_start"),
+            models.Index(fields=["start"], name="classroom_start"),
+        ]
+        constraints = [
+            models.CheckConstraint(condition=Q(end__gt=F("start")), name="classroom_end_after_start"),
+            models.CheckConstraint(
+                condition=Q(live_ping_interval__gte=1), name="classroom_ping_interval_positive"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.title
+
+
+class StepState(models.TextChoices):
+    SCHEDULED = "scheduled", "Scheduled"
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+PENDING_STATES = (StepState.SCHEDULED, StepState.QUEUED)
+FINAL_STATES = (StepState.SUCCEEDED, StepState.FAILED, StepState.CANCELLED)
+
+
+class ArmState(models.TextChoices):
+    UNARMED = "unarmed", "Not armed yet"
+    ARMED = "armed", "Armed"
+    ERROR = "error", "Arm failed (retried by the sweep)"
+    DISARMED = "disarmed", "Disarmed"
+
+
+class Step(models.Model):
+    """One timed action of a job or a classroom, and the engine timer that releases it.
+
+    `version` is the fence: every reschedule or cancel bumps it, and a message
+    carrying another version is skipped by the worker.
+    """
+
+    job = models.ForeignKey(Job, null=True, blank=True, on_delete=models.CASCADE, related_name="steps")
+    classroom = models.ForeignKey(
+        Classroom, null=True, blank=True, on_delete=models.CASCADE, related_name="steps"
+    )
+    action = models.CharField(max_length=64)
+    sequence = models.PositiveIntegerField(
+        default=0, help_text="Order of the step within its job or classroom."
+    )
+    due_at = models.DateTimeField(help_text="When the engine releases this step (UTC).")
+    version = models.PositiveIntegerField(default=1)
+    state = models.CharField(max_length=16, choices=StepState.choices, default=StepState.SCHEDULED)
+    precision = models.CharField(max_length=16, choices=Precision.choices, default=Precision.PRECISE)
+    engine = models.CharField(max_length=32, help_text="Engine holding this step's timer.")
+    external_ref = models.CharField(
+        max_length=2048, blank=True, help_text="The engine's reference for the armed timer."
+    )
+    arm_state = models.CharField(max_length=16, choices=ArmState.choices, default=ArmState.UNARMED)
+    armed_version = models.PositiveIntegerField(null=True, blank=True)
+    arm_error = models.TextField(blank=True)
+    arm_failures = models.PositiveIntegerField(default=0)
+    attempts = models.PositiveSmallIntegerField(default=0, help_text="Attempts started so far.")
+    max_attempts = models.PositiveSmallIntegerField(default=3)
+    queued_at = models.DateTimeField(null=True, blank=True)
+    lease_until = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["due_at"]
+        indexes = [
+            # The dispatcher's "next due steps" and the admin's default filter.
+            models.Index(fields=["state", "due_at"], name="step_state_due"),
+            # The arm sweep: steps waiting for their engine, by due time.
+            models.Index(
+                fields=["due_at"], name="step_unarmed_due",
+                condition=Q(arm_state__in=["unarmed", "error"], state="scheduled"),
+            ),
+            models.Index(fields=["due_at"], name="step_due"),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=(Q(job__isnull=False) & Q(classroom__isnull=True))
+                | (Q(job__isnull=True) & Q(classroom__isnull=False)),
+                name="step_has_one_owner",
+            ),
+            models.CheckConstraint(condition=Q(version__gte=1), name="step_version_gte_1"),
+        ]
+
+    def __str__(self) -> str:
+        return f"step {self.pk} v{self.version} {self.action} @ {self.due_at:%Y-%m-%d %H:%M:%S}"
+
+    @property
+    def owner_label(self) -> str:
+        return f"job {self.job_id}" if self.job_id else f"classroom {self.classroom_id}"
+
+
+class RunStatus(models.TextChoices):
+    RUNNING = "running", "Running"
+    SUCCEEDED = "succeeded", "Succeeded"
+    RETRYING = "retrying", "Failed, will retry"
+    FAILED = "failed", "Failed"
+    SKIPPED = "skipped", "Skipped"
+    ABANDONED = "abandoned", "Abandoned (worker lost)"
+
+
+class Run(models.Model):
+    """One attempt to run a step (or one skipped delivery), as the worker saw it."""
+
+    step = models.ForeignKey(Step, on_delete=models.CASCADE, related_name="runs")
+    # Denormalized owner links so runs list inline on their job or classroom.
+    job = models.ForeignKey(Job, null=True, blank=True, on_delete=models.CASCADE, related_name="runs")
+    classroom = models.ForeignKey(
+        Classroom, null=True, blank=True, on_delete=models.CASCADE, related_name="runs"
+    )
+    action = models.CharField(max_length=64)
+    version = models.PositiveIntegerField()
+    attempt = models.PositiveSmallIntegerField(default=0)
+    status = models.CharField(max_length=16, choices=RunStatus.choices)
+    due_at = models.DateTimeField()
+    started_at = models.DateTimeField()
+    finished_at = models.DateTimeField(null=True, blank=True)
+    lateness = models.DurationField(
+        null=True, blank=True, help_text="Start of the action minus its due time."
+    )
+    result = models.JSONField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    uncertain = models.BooleanField(
+        default=False,
+        help_text="An earlier attempt was lost mid-run and may already have had its effect.",
+    )
+    note = models.CharField(max_length=300, blank=True)
+    worker = models.CharField(max_length=200, blank=True)
+
+    class Meta:
+        ordering = ["-started_at"]
+        indexes = [
+            models.Index(fields=["started_at"], name="run_started"),
+            models.Index(fields=["status", "started_at"], name="run_status_started"),
+        ]
+
+    def __str__(self) -> str:
+        return f"run {self.pk} of step {self.step_id} ({self.status})"

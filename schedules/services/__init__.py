@@ -1,0 +1,53 @@
+"""Every write of the product, in one place. The admin, API, commands and tasks call these."""
+
+from .classrooms import (
+    classroom_cancel,
+    classroom_create,
+    classroom_timeline,
+    classroom_update,
+    classroom_validate,
+)
+from .dispatch import (
+    steps_claim_due,
+    steps_next_due_at,
+    steps_publish,
+    steps_redeliver_lost,
+)
+from .execution import retry_delay, step_execute
+from .jobs import (
+    email_schedule,
+    job_cancel,
+    job_reschedule,
+    job_run_now,
+    job_schedule,
+    job_schedule_many,
+    job_update,
+    job_validate,
+)
+from .sync import steps_arm_pending, steps_sync, steps_sync_on_commit, timer_for
+
+__all__ = [
+    "classroom_cancel",
+    "classroom_create",
+    "classroom_timeline",
+    "classroom_update",
+    "classroom_validate",
+    "email_schedule",
+    "job_cancel",
+    "job_reschedule",
+    "job_run_now",
+    "job_schedule",
+    "job_schedule_many",
+    "job_update",
+    "job_validate",
+    "retry_delay",
+    "step_execute",
+    "steps_arm_pending",
+    "steps_claim_due",
+    "steps_next_due_at",
+    "steps_publish",
+    "steps_redeliver_lost",
+    "steps_sync",
+    "steps_sync_on_commit",
+    "timer_for",
+]

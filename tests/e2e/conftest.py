@@ -1,0 +1,147 @@
+"""Fixtures that run the real dispatcher and a real Celery worker as processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.conf import settings
+from django.db import connection
+
+from workers.backends.recording import get_recording_backend
+
+ROOT = Path(__file__).resolve().parents[2]
+REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+
+def database_url() -> str:
+    """The URL of the test database this process is using, for the child processes."""
+    db = connection.settings_dict
+    if db["ENGINE"].endswith("sqlite3"):
+        return f"sqlite:///{db['NAME']}"
+    user = db.get("USER") or "postgres"
+    password = f":{db['PASSWORD']}" if db.get("PASSWORD") else ""
+    host = db.get("HOST") or "127.0.0.1"
+    port = db.get("PORT") or 5432
+    return f"postgres://{user}{password}@{host}:{port}/{db['NAME']}"
+
+
+class RecordingService(BaseHTTPRequestHandler):
+    """A stand-in recording service over real HTTP: remembers every call."""
+
+    calls: list[tuple[float, str, dict[str, Any]]] = []
+    lock = threading.Lock()
+
+    def do_POST(self) -> None:  # noqa: N802
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        with RecordingService.lock:
+            RecordingService.calls.append((time.time(), self.path.rsplit("/", 1)[-1], body))
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(b"{}")
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@dataclass
+class Stack:
+    data_dir: Path
+    env: dict[str, str]
+    recording: type[RecordingService]
+    processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def start(self, *args: str, log: str) -> subprocess.Popen[bytes]:
+        out = (self.data_dir / log).open("wb")
+        process = subprocess.Popen(
+            [sys.executable, *args], cwd=ROOT, env=self.env, stdout=out,
+            stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        self.processes.append(process)
+        return process
+
+    def mail(self) -> list[Path]:
+        folder = self.data_dir / "mail"
+        return sorted(folder.iterdir()) if folder.exists() else []
+
+    def logs(self) -> str:
+        return "\n".join(
+            f"--- {p.name}\n{p.read_text(errors='replace')[-4000:]}"
+            for p in self.data_dir.glob("*.log")
+        )
+
+    def stop(self) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+        for process in self.processes:
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+
+
+@pytest.fixture(params=["filesystem", "redis"])
+def stack(
+    request: pytest.FixtureRequest, transactional_db: None, tmp_path: Path, settings: Any
+) -> Iterator[Stack]:
+    """Dispatcher + Celery worker processes on the test database and a real broker."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), RecordingService)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    RecordingService.calls = []
+    queue = f"e2e-{uuid.uuid4().hex[:8]}"
+    broker = "filesystem://" if request.param == "filesystem" else REDIS_URL
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "scheduler_project.settings",
+        "DATABASE_URL": database_url(),
+        "SCHEDULES_DATA_DIR": str(tmp_path),
+        "CELERY_BROKER_URL": broker,
+        "CELERY_TASK_DEFAULT_QUEUE": queue,
+        "SCHEDULES_RECORDING_BACKEND": "http",
+        "SCHEDULES_RECORDING_URL": f"http://127.0.0.1:{server.server_port}",
+        "SCHEDULES_RECORDING_ALLOWED_HOSTS": "127.0.0.1",
+        "PYTHONUNBUFFERED": "1",
+    }
+    env.pop("EMAIL_URL", None)
+    s = Stack(data_dir=tmp_path, env=env, recording=RecordingService)
+    s.start("manage.py", "run_scheduler", "--sweep-interval", "5", log="dispatcher.log")
+    s.start("-m", "celery", "-A", "scheduler_project", "worker", "--concurrency", "2",
+            "--loglevel", "INFO", "--without-heartbeat", "--without-gossip", "--without-mingle",
+            "-Q", queue, "-n", f"{queue}@%h", log="worker.log")
+    # In this process too, so validation and the admin see the same configuration.
+    settings.SCHEDULES_RECORDING_BACKEND = "logging"
+    get_recording_backend.cache_clear()
+    assert settings.CELERY_TASK_DEFAULT_QUEUE  # the test process publishes nothing itself
+    wait_for_worker(s)
+    yield s
+    s.stop()
+    server.shutdown()
+    get_recording_backend.cache_clear()
+
+
+def wait_for_worker(stack: Stack, timeout: float = 60) -> None:
+    deadline = time.time() + timeout
+    log = stack.data_dir / "worker.log"
+    while time.time() < deadline:
+        if log.exists() and "ready." in log.read_text(errors="replace"):
+            return
+        for process in stack.processes:
+            if process.poll() is not None:
+                pytest.fail(f"a process exited early:\n{stack.logs()}")
+        time.sleep(0.1)
+    pytest.fail(f"the worker did not start in {timeout} s:\n{stack.logs()}")

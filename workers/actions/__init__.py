@@ -1,0 +1,28 @@
+"""Actions a step can run, registered by name with a validated payload schema."""
+
+from __future__ import annotations
+
+from . import email, noop, recording  # noqa: F401  (registers the actions)
+from .base import (
+    REGISTRY,
+    Action,
+    ActionContext,
+    ActionError,
+    PermanentError,
+    TransientError,
+    UnknownAction,
+    get_action,
+    register,
+)
+
+__all__ = [
+    "REGISTRY",
+    "Action",
+    "ActionContext",
+    "ActionError",
+    "PermanentError",
+    "TransientError",
+    "UnknownAction",
+    "get_action",
+    "register",
+]

@@ -1,0 +1,81 @@
+"""What an action is: a name, a validated payload schema and a plain function."""
+
+from __future__ import annotations
+
+import datetime as dt
+import difflib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel
+
+from ..errors import ActionError, PermanentError, TransientError
+
+__all__ = ["ActionError", "PermanentError", "TransientError"]
+
+
+class UnknownAction(LookupError):
+    pass
+
+
+@dataclass(frozen=True)
+class ActionContext:
+    """What the worker tells an action about the step it runs (ids, never secrets)."""
+
+    step_id: int
+    version: int
+    attempt: int
+    due_at: dt.datetime
+    job_id: int | None
+    classroom_id: int | None
+    uncertain: bool = False
+
+    @property
+    def idempotency_key(self) -> str:
+        """Stable across redeliveries of one step version: pass it to services that dedupe."""
+        return f"step-{self.step_id}-v{self.version}"
+
+
+ActionFunc = Callable[[ActionContext, Any], dict[str, Any] | None]
+
+
+@dataclass(frozen=True)
+class Action:
+    name: str
+    payload_model: type[BaseModel]
+    func: ActionFunc
+    description: str
+    #: Whether a second attempt after a lost one may repeat an outside effect.
+    has_side_effects: bool = True
+
+
+REGISTRY: dict[str, Action] = {}
+
+
+def register(
+    name: str, *, payload: type[BaseModel], description: str, has_side_effects: bool = True
+) -> Callable[[ActionFunc], ActionFunc]:
+    """Register ``func`` as the action ``name`` with its payload schema."""
+
+    def decorator(func: ActionFunc) -> ActionFunc:
+        if name in REGISTRY:
+            raise ValueError(f"action {name!r} is already registered")
+        REGISTRY[name] = Action(
+            name=name, payload_model=payload, func=func, description=description,
+            has_side_effects=has_side_effects,
+        )
+        return func
+
+    return decorator
+
+
+def get_action(name: str) -> Action:
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        nearest = difflib.get_close_matches(name, REGISTRY, n=1)
+        hint = f" Did you mean {nearest[0]!r}?" if nearest else ""
+        raise UnknownAction(
+            f"Unknown action {name!r}; known actions: {', '.join(sorted(REGISTRY))}.{hint}"
+        ) from None

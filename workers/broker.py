@@ -1,0 +1,70 @@
+"""The embedded default broker: kombu's filesystem transport, made crash-safe.
+
+A queue is a folder of files, so the broker needs no server and messages that
+were published but not yet consumed survive a restart. Two changes to kombu's
+transport keep a message whole and single-owned:
+
+* a message is written to a temporary name and renamed into place, so a
+  consumer never reads a half-written file;
+* a consumer claims a message by renaming it inside the same folder (atomic on
+  POSIX), so two consumer processes never read the same file.
+
+A message lost with a consumer that died between claim and acknowledgement is
+not lost to the product: the dispatcher republishes steps that were released
+but never claimed (see ``SCHEDULES_REDELIVER_AFTER``).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from queue import Empty
+from time import monotonic
+from typing import Any
+
+from kombu.exceptions import ChannelError
+from kombu.transport import filesystem
+from kombu.utils.encoding import bytes_to_str, str_to_bytes
+from kombu.utils.json import dumps, loads
+
+CLAIMED_SUFFIX = ".claimed"
+
+
+class Channel(filesystem.Channel):
+    def _put(self, queue: str, payload: Any, **kwargs: Any) -> None:
+        name = f"{int(round(monotonic() * 1000)):015d}_{uuid.uuid4()}.{queue}.msg"
+        final = os.path.join(self.data_folder_out, name)
+        tmp = final + ".tmp"
+        try:
+            with open(tmp, "wb") as f:
+                f.write(str_to_bytes(dumps(payload)))
+            os.replace(tmp, final)
+        except OSError as exc:
+            raise ChannelError(f"Cannot add file {final!r} to directory") from exc
+
+    def _get(self, queue: str) -> Any:
+        suffix = f".{queue}.msg"
+        folder = self.data_folder_in
+        for name in sorted(n for n in os.listdir(folder) if n.endswith(suffix)):
+            path = os.path.join(folder, name)
+            claimed = f"{path}{CLAIMED_SUFFIX}.{os.getpid()}"
+            try:
+                os.rename(path, claimed)
+            except FileNotFoundError:
+                continue  # another consumer claimed it first
+            try:
+                with open(claimed, "rb") as f:
+                    payload = f.read()
+                os.remove(claimed)
+            except OSError as exc:
+                raise ChannelError(f"Cannot read file {claimed!r} from queue.") from exc
+            return loads(bytes_to_str(payload))
+        raise Empty()
+
+    def _size(self, queue: str) -> int:
+        suffix = f".{queue}.msg"
+        return sum(1 for n in os.listdir(self.data_folder_in) if n.endswith(suffix))
+
+
+class Transport(filesystem.Transport):
+    Channel = Channel
