@@ -85,7 +85,9 @@ def check_time_zone(errors: Errors, field: str, value: str) -> str:
     try:
         zoneinfo.ZoneInfo(value)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        errors.add(field, f"{value!r} is not a known time zone (use an IANA name like Europe/Paris)")
+        errors.add(
+            field, f"{value!r} is not a known time zone (use an IANA name like Europe/Paris)"
+        )
     return value
 
 
@@ -95,10 +97,12 @@ def check_precision(errors: Errors, field: str, value: str) -> str:
     return value
 
 
-def check_max_attempts(errors: Errors, field: str, value: Any) -> int:
-    limit = settings.SCHEDULES_MAX_ATTEMPTS_LIMIT
+def check_max_attempts(errors: Errors, field: str, value: Any) -> Any:
+    limit: int = settings.SCHEDULES_MAX_ATTEMPTS_LIMIT
     if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= limit:
-        errors.add(field, f"must be a whole number from 1 to {limit} (SCHEDULES_MAX_ATTEMPTS_LIMIT)")
+        errors.add(
+            field, f"must be a whole number from 1 to {limit} (SCHEDULES_MAX_ATTEMPTS_LIMIT)"
+        )
     return value
 
 
@@ -112,7 +116,11 @@ def _format_pydantic(exc: PydanticValidationError) -> list[str]:
 
 
 def check_action_payload(
-    errors: Errors, action: str, payload: Any, *, action_field: str = "action",
+    errors: Errors,
+    action: str,
+    payload: Any,
+    *,
+    action_field: str = "action",
     payload_field: str = "payload",
 ) -> dict[str, Any]:
     """The payload validated by the action's schema, normalized to plain JSON."""

@@ -24,5 +24,8 @@ from schedules.services import step_execute
 )
 def run_step(self, step_id: int, version: int) -> None:  # type: ignore[no-untyped-def]
     """Run one delivery of a step: fence, claim, action, record. The message is ids only."""
-    step_execute(step_id=int(step_id), version=int(version),
-                 worker=f"{self.request.hostname or 'worker'}:{os.getpid()}")
+    step_execute(
+        step_id=int(step_id),
+        version=int(version),
+        worker=f"{self.request.hostname or 'worker'}:{os.getpid()}",
+    )

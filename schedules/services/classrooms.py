@@ -12,7 +12,7 @@ import datetime as dt
 from typing import Any, NamedTuple
 
 from django.conf import settings
-from django.contrib.auth.base_user import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import F
@@ -45,8 +45,15 @@ def classroom_timeline(start: dt.datetime, end: dt.datetime, interval: int) -> l
 
 
 def classroom_validate(
-    *, title: str, start: Any, end: Any, recording_service_ref: str, live_ping_interval: Any,
-    precision: str, time_zone: str, start_is_past_ok: bool = False,
+    *,
+    title: str,
+    start: Any,
+    end: Any,
+    recording_service_ref: str,
+    live_ping_interval: Any,
+    precision: str,
+    time_zone: str,
+    start_is_past_ok: bool = False,
 ) -> tuple[dt.datetime, dt.datetime]:
     now = timezone.now()
     errors = Errors()
@@ -67,7 +74,8 @@ def classroom_validate(
         errors.add("end", "must be after the start")
     minimum = settings.SCHEDULES_MIN_PING_INTERVAL
     if (
-        not isinstance(live_ping_interval, int) or isinstance(live_ping_interval, bool)
+        not isinstance(live_ping_interval, int)
+        or isinstance(live_ping_interval, bool)
         or live_ping_interval < minimum
     ):
         errors.add(
@@ -92,8 +100,11 @@ def classroom_validate(
 
 def _new_step(classroom: Classroom, planned: PlannedStep) -> Step:
     return Step(
-        classroom=classroom, action=planned.action, sequence=planned.sequence,
-        due_at=planned.due_at, precision=classroom.precision,
+        classroom=classroom,
+        action=planned.action,
+        sequence=planned.sequence,
+        due_at=planned.due_at,
+        precision=classroom.precision,
         engine=engine_name_for_precision(classroom.precision),
         max_attempts=settings.SCHEDULES_DEFAULT_MAX_ATTEMPTS,
     )
@@ -109,15 +120,25 @@ def classroom_create(
     live_ping_interval: int = 60,
     precision: str = Precision.PRECISE,
     time_zone: str = "UTC",
-    owner: AbstractBaseUser | None = None,
+    owner: User | None = None,
 ) -> Classroom:
     s, e = classroom_validate(
-        title=title, start=start, end=end, recording_service_ref=recording_service_ref,
-        live_ping_interval=live_ping_interval, precision=precision, time_zone=time_zone,
+        title=title,
+        start=start,
+        end=end,
+        recording_service_ref=recording_service_ref,
+        live_ping_interval=live_ping_interval,
+        precision=precision,
+        time_zone=time_zone,
     )
     classroom = Classroom.objects.create(
-        title=title, start=s, end=e, recording_service_ref=recording_service_ref,
-        live_ping_interval=live_ping_interval, precision=precision, time_zone=time_zone,
+        title=title,
+        start=s,
+        end=e,
+        recording_service_ref=recording_service_ref,
+        live_ping_interval=live_ping_interval,
+        precision=precision,
+        time_zone=time_zone,
         owner=owner,
     )
     steps = Step.objects.bulk_create(
@@ -142,12 +163,13 @@ def classroom_update(
     classroom = Classroom.objects.select_for_update().get(pk=classroom.pk)
     if classroom.status in (PlanStatus.CANCELLED, PlanStatus.SUCCEEDED, PlanStatus.FAILED):
         raise ValidationError({"status": f"the classroom is {classroom.status}; it cannot change"})
-    new = {
+    new: dict[str, Any] = {
         "title": classroom.title if title is None else title,
         "start": classroom.start if start is None else start,
         "end": classroom.end if end is None else end,
         "recording_service_ref": (
-            classroom.recording_service_ref if recording_service_ref is None
+            classroom.recording_service_ref
+            if recording_service_ref is None
             else recording_service_ref
         ),
         "live_ping_interval": (
@@ -155,7 +177,9 @@ def classroom_update(
         ),
     }
     s, e = classroom_validate(
-        **new, precision=classroom.precision, time_zone=classroom.time_zone,
+        **new,
+        precision=classroom.precision,
+        time_zone=classroom.time_zone,
         start_is_past_ok=start is None or start == classroom.start,
     )
     for field, value in new.items():
@@ -174,9 +198,7 @@ def _replan(classroom: Classroom) -> None:
     }
     changed: list[int] = []
     created: list[Step] = []
-    for planned in classroom_timeline(
-        classroom.start, classroom.end, classroom.live_ping_interval
-    ):
+    for planned in classroom_timeline(classroom.start, classroom.end, classroom.live_ping_interval):
         step = existing.pop((planned.action, planned.sequence), None)
         if step is None:
             if planned.due_at > now or planned.action != PING:
@@ -187,14 +209,14 @@ def _replan(classroom: Classroom) -> None:
         ):
             changed.append(step.pk)
             Step.objects.filter(pk=step.pk).update(
-                due_at=planned.due_at, state=StepState.SCHEDULED, queued_at=None,
+                due_at=planned.due_at,
+                state=StepState.SCHEDULED,
+                queued_at=None,
                 version=F("version") + 1,
             )
     # Steps that the new timeline no longer has: cancel those not yet run.
     dropped = [s.pk for s in existing.values() if s.state in PENDING_STATES]
-    Step.objects.filter(pk__in=dropped).update(
-        state=StepState.CANCELLED, version=F("version") + 1
-    )
+    Step.objects.filter(pk__in=dropped).update(state=StepState.CANCELLED, version=F("version") + 1)
     created = Step.objects.bulk_create(created)
     steps_sync_on_commit([*changed, *dropped, *(s.pk for s in created)])
 
@@ -208,9 +230,11 @@ def classroom_cancel(*, classroom: Classroom) -> Classroom:
             {"status": f"the classroom is already {classroom.status}; nothing to cancel"}
         )
     steps = Step.objects.select_for_update().filter(classroom=classroom)
-    started = steps.filter(action=START).exclude(
-        state__in=[*PENDING_STATES, StepState.CANCELLED]
-    ).exists()
+    started = (
+        steps.filter(action=START)
+        .exclude(state__in=[*PENDING_STATES, StepState.CANCELLED])
+        .exists()
+    )
     pending = list(steps.filter(state__in=PENDING_STATES).values_list("pk", flat=True))
     stop = steps.filter(action=STOP, state__in=PENDING_STATES).first()
     keep = stop.pk if (started and stop is not None) else None
@@ -219,7 +243,9 @@ def classroom_cancel(*, classroom: Classroom) -> Classroom:
     )
     if keep is not None:
         Step.objects.filter(pk=keep).update(
-            due_at=timezone.now(), state=StepState.SCHEDULED, queued_at=None,
+            due_at=timezone.now(),
+            state=StepState.SCHEDULED,
+            queued_at=None,
             version=F("version") + 1,
         )
     classroom.status = PlanStatus.CANCELLED

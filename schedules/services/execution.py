@@ -44,7 +44,8 @@ class Outcome:
 
 def retry_delay(attempt: int) -> float:
     """Exponential backoff with equal jitter: half fixed, half random."""
-    ceiling = min(settings.SCHEDULES_RETRY_MAX, settings.SCHEDULES_RETRY_BASE * 2 ** (attempt - 1))
+    base: float = settings.SCHEDULES_RETRY_BASE
+    ceiling = min(float(settings.SCHEDULES_RETRY_MAX), base * 2.0 ** (attempt - 1))
     return ceiling / 2 + random.uniform(0, ceiling / 2)
 
 
@@ -64,9 +65,18 @@ def _record_skip(step: Step, version: int, reason: str, worker: str) -> Run:
     now = timezone.now()
     logger.info("skipping step %s v%s on %s: %s", step.pk, version, step.engine, reason)
     return Run.objects.create(
-        step=step, job_id=step.job_id, classroom_id=step.classroom_id, action=step.action,
-        version=version, attempt=step.attempts, status=RunStatus.SKIPPED, due_at=step.due_at,
-        started_at=now, finished_at=now, note=reason[:300], worker=worker,
+        step=step,
+        job_id=step.job_id,
+        classroom_id=step.classroom_id,
+        action=step.action,
+        version=version,
+        attempt=step.attempts,
+        status=RunStatus.SKIPPED,
+        due_at=step.due_at,
+        started_at=now,
+        finished_at=now,
+        note=reason[:300],
+        worker=worker,
     )
 
 
@@ -91,7 +101,9 @@ def _claim(step: Step, version: int, now: dt.datetime, worker: str) -> Run | Non
     takeover = step.state == StepState.RUNNING
     with transaction.atomic():
         if not observed.update(
-            state=StepState.RUNNING, lease_until=lease_until, attempts=F("attempts") + 1,
+            state=StepState.RUNNING,
+            lease_until=lease_until,
+            attempts=F("attempts") + 1,
             queued_at=None,
         ):
             return None
@@ -100,7 +112,8 @@ def _claim(step: Step, version: int, now: dt.datetime, worker: str) -> Run | Non
             lost = Run.objects.filter(step=step, status=RunStatus.RUNNING)
             lost_attempts = list(lost.values_list("attempt", flat=True))
             lost.update(
-                status=RunStatus.ABANDONED, finished_at=now,
+                status=RunStatus.ABANDONED,
+                finished_at=now,
                 note="worker lost before the attempt finished; taken over",
             )
             note = (
@@ -112,9 +125,16 @@ def _claim(step: Step, version: int, now: dt.datetime, worker: str) -> Run | Non
                 status=PlanStatus.RUNNING
             )
         return Run.objects.create(
-            step=step, job_id=step.job_id, classroom_id=step.classroom_id, action=step.action,
-            version=version, attempt=step.attempts + 1, status=RunStatus.RUNNING,
-            due_at=step.due_at, started_at=now, worker=worker,
+            step=step,
+            job_id=step.job_id,
+            classroom_id=step.classroom_id,
+            action=step.action,
+            version=version,
+            attempt=step.attempts + 1,
+            status=RunStatus.RUNNING,
+            due_at=step.due_at,
+            started_at=now,
+            worker=worker,
             uncertain=takeover and _has_side_effects(step.action),
             note=note,
         )
@@ -130,9 +150,10 @@ def _has_side_effects(action: str) -> bool:
 def _payload_for(step: Step) -> dict[str, Any]:
     """The action's arguments, read now from the database (the source of truth)."""
     if step.job_id:
-        payload: dict[str, Any] = Job.objects.values_list("payload", flat=True).get(pk=step.job_id)
+        payload: dict[str, Any] = Job.objects.values_list("payload", flat=True).get(id=step.job_id)
         return payload
-    classroom = Classroom.objects.only("recording_service_ref").get(pk=step.classroom_id)
+    assert step.classroom_id is not None
+    classroom = Classroom.objects.only("recording_service_ref").get(id=step.classroom_id)
     return {"recording_service_ref": classroom.recording_service_ref, "classroom_id": classroom.pk}
 
 
@@ -143,8 +164,13 @@ def _run_action(step: Step, run: Run) -> tuple[Outcome, dt.datetime]:
     except (UnknownAction, PydanticValidationError) as exc:
         return Outcome(RunStatus.FAILED, error=f"cannot run: {exc}"), timezone.now()
     ctx = ActionContext(
-        step_id=step.pk, version=run.version, attempt=run.attempt, due_at=step.due_at,
-        job_id=step.job_id, classroom_id=step.classroom_id, uncertain=run.uncertain,
+        step_id=step.pk,
+        version=run.version,
+        attempt=run.attempt,
+        due_at=step.due_at,
+        job_id=step.job_id,
+        classroom_id=step.classroom_id,
+        uncertain=run.uncertain,
     )
     started = timezone.now()
     try:
@@ -153,7 +179,7 @@ def _run_action(step: Step, run: Run) -> tuple[Outcome, dt.datetime]:
         return Outcome(RunStatus.RETRYING, error=f"{type(exc).__name__}: {exc}"), started
     except ActionError as exc:
         return Outcome(RunStatus.FAILED, error=f"{type(exc).__name__}: {exc}"), started
-    except Exception as exc:  # noqa: BLE001 - an unexpected error is retried like a transient one
+    except Exception as exc:
         logger.exception("step %s v%s: action %s raised", step.pk, run.version, step.action)
         tb = traceback.format_exc(limit=5)
         return Outcome(RunStatus.RETRYING, error=f"{type(exc).__name__}: {exc}\n{tb}"), started
@@ -163,15 +189,16 @@ def _run_action(step: Step, run: Run) -> tuple[Outcome, dt.datetime]:
 def _refresh_owner(step: Step, step_state: str) -> None:
     if step.job_id:
         job_status = {
-            StepState.SUCCEEDED: PlanStatus.SUCCEEDED,
-            StepState.FAILED: PlanStatus.FAILED,
-            StepState.SCHEDULED: PlanStatus.SCHEDULED,
+            StepState.SUCCEEDED.value: PlanStatus.SUCCEEDED,
+            StepState.FAILED.value: PlanStatus.FAILED,
+            StepState.SCHEDULED.value: PlanStatus.SCHEDULED,
         }[step_state]
         Job.objects.filter(pk=step.job_id).exclude(status=PlanStatus.CANCELLED).update(
             status=job_status
         )
         return
-    classroom = Classroom.objects.filter(pk=step.classroom_id).exclude(status=PlanStatus.CANCELLED)
+    assert step.classroom_id is not None
+    classroom = Classroom.objects.filter(id=step.classroom_id).exclude(status=PlanStatus.CANCELLED)
     if step.action == "start_recording" and step_state == StepState.SUCCEEDED:
         classroom.filter(status=PlanStatus.SCHEDULED).update(status=PlanStatus.RUNNING)
     elif step.action == "stop_recording" and step_state == StepState.SUCCEEDED:
@@ -195,7 +222,9 @@ def _finish(step: Step, run: Run, outcome: Outcome, started: dt.datetime) -> Run
             delay = retry_delay(run.attempt)
             outcome.note = f"attempt {run.attempt} of {step.max_attempts}; retry in {delay:.1f} s"
             changed = live.update(
-                state=new_state, lease_until=None, version=F("version") + 1,
+                state=new_state,
+                lease_until=None,
+                version=F("version") + 1,
                 due_at=now + dt.timedelta(seconds=delay),
             )
             if changed:
@@ -214,19 +243,33 @@ def _finish(step: Step, run: Run, outcome: Outcome, started: dt.datetime) -> Run
         run.status = outcome.status
         run.result = outcome.result
         run.error = outcome.error[:10000]
-        run.note = (f"{run.note}; {outcome.note}" if run.note and outcome.note else
-                    run.note or outcome.note)[:300]
+        run.note = (
+            f"{run.note}; {outcome.note}" if run.note and outcome.note else run.note or outcome.note
+        )[:300]
         run.started_at = started
         run.lateness = started - step.due_at
         run.finished_at = now
-        run.save(update_fields=[
-            "status", "result", "error", "note", "started_at", "lateness", "finished_at",
-        ])
+        run.save(
+            update_fields=[
+                "status",
+                "result",
+                "error",
+                "note",
+                "started_at",
+                "lateness",
+                "finished_at",
+            ]
+        )
     log = logger.info if outcome.status == RunStatus.SUCCEEDED else logger.warning
     log(
         "step %s v%s on %s: %s attempt %s (late %.1f ms) %s",
-        step.pk, run.version, step.engine, run.status, run.attempt,
-        run.lateness.total_seconds() * 1000, outcome.error.splitlines()[0] if outcome.error else "",
+        step.pk,
+        run.version,
+        step.engine,
+        run.status,
+        run.attempt,
+        run.lateness.total_seconds() * 1000,
+        outcome.error.splitlines()[0] if outcome.error else "",
     )
     return run
 

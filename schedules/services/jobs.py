@@ -6,7 +6,7 @@ import datetime as dt
 from typing import Any
 
 from django.conf import settings
-from django.contrib.auth.base_user import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import F
@@ -28,8 +28,15 @@ NAME_MAX = 200
 
 
 def job_validate(
-    *, action: str, payload: Any, due_at: Any, precision: str, max_attempts: Any,
-    time_zone: str, name: str, now: dt.datetime | None = None,
+    *,
+    action: str,
+    payload: Any,
+    due_at: Any,
+    precision: str,
+    max_attempts: Any,
+    time_zone: str,
+    name: str,
+    now: dt.datetime | None = None,
 ) -> tuple[dict[str, Any], dt.datetime]:
     """Check a job's fields; return the normalized payload and the due time in UTC.
 
@@ -59,23 +66,38 @@ def job_schedule(
     max_attempts: int | None = None,
     name: str = "",
     time_zone: str = "UTC",
-    owner: AbstractBaseUser | None = None,
+    owner: User | None = None,
 ) -> Job:
     """Schedule ``action`` with ``payload`` at ``due_at`` (timezone-aware)."""
     if max_attempts is None:
         max_attempts = settings.SCHEDULES_DEFAULT_MAX_ATTEMPTS
     normalized, due = job_validate(
-        action=action, payload=payload or {}, due_at=due_at, precision=precision,
-        max_attempts=max_attempts, time_zone=time_zone, name=name,
+        action=action,
+        payload=payload or {},
+        due_at=due_at,
+        precision=precision,
+        max_attempts=max_attempts,
+        time_zone=time_zone,
+        name=name,
     )
     job = Job.objects.create(
-        name=name, action=action, payload=normalized, due_at=due, time_zone=time_zone,
-        precision=precision, max_attempts=max_attempts, owner=owner,
+        name=name,
+        action=action,
+        payload=normalized,
+        due_at=due,
+        time_zone=time_zone,
+        precision=precision,
+        max_attempts=max_attempts,
+        owner=owner,
     )
     # post_save on Step queues the engine sync for after the commit.
     Step.objects.create(
-        job=job, action=action, due_at=due, precision=precision,
-        engine=engine_name_for_precision(precision), max_attempts=max_attempts,
+        job=job,
+        action=action,
+        due_at=due,
+        precision=precision,
+        engine=engine_name_for_precision(precision),
+        max_attempts=max_attempts,
     )
     return job
 
@@ -97,8 +119,13 @@ def email_schedule(
     """Schedule an email (see workers.actions.email.EmailPayload for the fields)."""
     payload: dict[str, Any] = {"to": to, "subject": subject}
     optional = {
-        "body": body, "html_body": html_body, "template": template, "context": context,
-        "cc": cc, "bcc": bcc, "from_email": from_email,
+        "body": body,
+        "html_body": html_body,
+        "template": template,
+        "context": context,
+        "cc": cc,
+        "bcc": bcc,
+        "from_email": from_email,
     }
     payload.update({k: v for k, v in optional.items() if v})
     return job_schedule(action="send_email", payload=payload, due_at=due_at, **job_options)
@@ -114,7 +141,7 @@ def _pending_step(job: Job) -> Step | None:
 
 def _refence(step: Step, **changes: Any) -> None:
     """Bump the step's version (the fence) and save: the old timer and message go stale."""
-    step.version = F("version") + 1  # type: ignore[assignment]
+    step.version = F("version") + 1
     for field, value in changes.items():
         setattr(step, field, value)
     step.save()
@@ -123,7 +150,10 @@ def _refence(step: Step, **changes: Any) -> None:
 
 @transaction.atomic
 def job_update(
-    *, job: Job, payload: dict[str, Any] | None = None, name: str | None = None,
+    *,
+    job: Job,
+    payload: dict[str, Any] | None = None,
+    name: str | None = None,
     max_attempts: int | None = None,
 ) -> Job:
     """Edit a pending job's payload, name or attempts. The next run reads the new values."""
@@ -134,9 +164,13 @@ def job_update(
     errors.raise_if_any()
     new_payload = job.payload if payload is None else payload
     normalized, _ = job_validate(
-        action=job.action, payload=new_payload, due_at=job.due_at, precision=job.precision,
+        action=job.action,
+        payload=new_payload,
+        due_at=job.due_at,
+        precision=job.precision,
         max_attempts=job.max_attempts if max_attempts is None else max_attempts,
-        time_zone=job.time_zone, name=job.name if name is None else name,
+        time_zone=job.time_zone,
+        name=job.name if name is None else name,
         now=min(timezone.now(), job.due_at),
     )
     job.payload = normalized
@@ -206,7 +240,7 @@ def job_run_now(*, job: Job) -> Job:
 
 
 @transaction.atomic
-def job_schedule_many(*, jobs: list[dict[str, Any]], owner: AbstractBaseUser | None = None) -> list[Job]:
+def job_schedule_many(*, jobs: list[dict[str, Any]], owner: User | None = None) -> list[Job]:
     """Schedule many one-off jobs in one transaction (each dict takes job_schedule's arguments).
 
     All or nothing: if any job is invalid, nothing is stored and the
@@ -216,8 +250,15 @@ def job_schedule_many(*, jobs: list[dict[str, Any]], owner: AbstractBaseUser | N
     errors = Errors()
     rows: list[Job] = []
     for index, spec in enumerate(jobs):
-        unknown = set(spec) - {"action", "payload", "due_at", "precision", "max_attempts", "name",
-                               "time_zone"}
+        unknown = set(spec) - {
+            "action",
+            "payload",
+            "due_at",
+            "precision",
+            "max_attempts",
+            "name",
+            "time_zone",
+        }
         if unknown:
             errors.add(f"jobs[{index}]", f"unknown field(s): {', '.join(sorted(unknown))}")
             continue
@@ -244,8 +285,12 @@ def job_schedule_many(*, jobs: list[dict[str, Any]], owner: AbstractBaseUser | N
     steps = Step.objects.bulk_create(
         [
             Step(
-                job=job, action=job.action, due_at=job.due_at, precision=job.precision,
-                engine=engine_name_for_precision(job.precision), max_attempts=job.max_attempts,
+                job=job,
+                action=job.action,
+                due_at=job.due_at,
+                precision=job.precision,
+                engine=engine_name_for_precision(job.precision),
+                max_attempts=job.max_attempts,
             )
             for job in created
         ],

@@ -26,7 +26,14 @@ logger = logging.getLogger(__name__)
 
 CHUNK = 500
 SYNC_FIELDS = (
-    "id", "version", "state", "due_at", "engine", "external_ref", "arm_state", "armed_version",
+    "id",
+    "version",
+    "state",
+    "due_at",
+    "engine",
+    "external_ref",
+    "arm_state",
+    "armed_version",
 )
 
 
@@ -60,13 +67,13 @@ def steps_sync(*, step_ids: Iterable[int], now: dt.datetime | None = None) -> No
             _sync_engine_steps(engine_name, steps, horizon)
 
 
-
 def _record_error(step: Step, exc: BaseException) -> None:
     logger.warning(
         "engine %s failed to sync step %s v%s: %s", step.engine, step.pk, step.version, exc
     )
     Step.objects.filter(pk=step.pk, version=step.version).update(
-        arm_state=ArmState.ERROR, arm_error=f"{type(exc).__name__}: {exc}"[:2000],
+        arm_state=ArmState.ERROR,
+        arm_error=f"{type(exc).__name__}: {exc}"[:2000],
         arm_failures=F("arm_failures") + 1,
     )
 
@@ -104,7 +111,9 @@ def _sync_engine_steps(engine_name: str, steps: list[Step], horizon: dt.datetime
             plain[step.version].append(step.pk)
         else:
             Step.objects.filter(pk=step.pk, version=step.version).update(
-                arm_state=ArmState.ARMED, armed_version=step.version, external_ref=result,
+                arm_state=ArmState.ARMED,
+                armed_version=step.version,
+                external_ref=result,
                 arm_error="",
             )
     for version, ids in plain.items():
@@ -137,5 +146,8 @@ def step_disarm_deleted(*, timer: Timer) -> None:
     except Exception as exc:  # noqa: BLE001 - reconcile removes orphans later
         logger.warning(
             "engine %s failed to disarm deleted step %s v%s: %s",
-            timer.engine, timer.step_id, timer.version, exc,
+            timer.engine,
+            timer.step_id,
+            timer.version,
+            exc,
         )

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from django.conf import settings
 from django.db import connection
 
 from workers.backends.recording import get_recording_backend
@@ -44,7 +43,7 @@ class RecordingService(BaseHTTPRequestHandler):
     calls: list[tuple[float, str, dict[str, Any]]] = []
     lock = threading.Lock()
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         with RecordingService.lock:
             RecordingService.calls.append((time.time(), self.path.rsplit("/", 1)[-1], body))
@@ -67,8 +66,12 @@ class Stack:
     def start(self, *args: str, log: str) -> subprocess.Popen[bytes]:
         out = (self.data_dir / log).open("wb")
         process = subprocess.Popen(
-            [sys.executable, *args], cwd=ROOT, env=self.env, stdout=out,
-            stderr=subprocess.STDOUT, start_new_session=True,
+            [sys.executable, *args],
+            cwd=ROOT,
+            env=self.env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         self.processes.append(process)
         return process
@@ -86,7 +89,7 @@ class Stack:
     def stop(self) -> None:
         for process in self.processes:
             if process.poll() is None:
-                os.killpg(process.pid, signal.SIGTERM)
+                process.terminate()  # warm shutdown: the worker stops its own pool
         for process in self.processes:
             try:
                 process.wait(timeout=15)
@@ -120,9 +123,25 @@ def stack(
     env.pop("EMAIL_URL", None)
     s = Stack(data_dir=tmp_path, env=env, recording=RecordingService)
     s.start("manage.py", "run_scheduler", "--sweep-interval", "5", log="dispatcher.log")
-    s.start("-m", "celery", "-A", "scheduler_project", "worker", "--concurrency", "2",
-            "--loglevel", "INFO", "--without-heartbeat", "--without-gossip", "--without-mingle",
-            "-Q", queue, "-n", f"{queue}@%h", log="worker.log")
+    s.start(
+        "-m",
+        "celery",
+        "-A",
+        "scheduler_project",
+        "worker",
+        "--concurrency",
+        "2",
+        "--loglevel",
+        "INFO",
+        "--without-heartbeat",
+        "--without-gossip",
+        "--without-mingle",
+        "-Q",
+        queue,
+        "-n",
+        f"{queue}@%h",
+        log="worker.log",
+    )
     # In this process too, so validation and the admin see the same configuration.
     settings.SCHEDULES_RECORDING_BACKEND = "logging"
     get_recording_backend.cache_clear()

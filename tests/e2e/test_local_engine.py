@@ -32,12 +32,17 @@ def test_email_and_classroom_run_on_time_once(stack: Stack, settings) -> None:
     settings.SCHEDULES_MIN_PING_INTERVAL = 1
     now = timezone.now()
     job = services.email_schedule(
-        to=["ada@example.com"], subject="Class at nine", body="See you",
+        to=["ada@example.com"],
+        subject="Class at nine",
+        body="See you",
         due_at=now + dt.timedelta(seconds=2),
     )
     classroom = services.classroom_create(
-        title="Maths", start=now + dt.timedelta(seconds=2), end=now + dt.timedelta(seconds=6),
-        recording_service_ref="room-7", live_ping_interval=1,
+        title="Maths",
+        start=now + dt.timedelta(seconds=2),
+        end=now + dt.timedelta(seconds=6),
+        recording_service_ref="room-7",
+        live_ping_interval=1,
     )
     wait_until_final(30, stack)
 

@@ -112,7 +112,9 @@ def test_dispatcher_sleeps_until_due_and_is_woken_by_an_earlier_step(monkeypatch
 
 def test_dispatcher_works_through_a_backlog_in_batches(monkeypatch):
     batches: list[int] = []
-    monkeypatch.setattr("schedules.dispatcher.steps_publish", lambda rows: batches.append(len(rows)))
+    monkeypatch.setattr(
+        "schedules.dispatcher.steps_publish", lambda rows: batches.append(len(rows))
+    )
     due_jobs(250, timezone.now() - dt.timedelta(seconds=1))
     dispatcher = Dispatcher(batch_size=100, max_sleep=1, sweep_interval=600)
     while dispatcher.release_once():

@@ -16,8 +16,12 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 def make(start: dt.datetime, minutes: float = 5, interval: int = 60, **kw: object) -> Classroom:
     return services.classroom_create(
-        title="Maths", start=start, end=start + dt.timedelta(minutes=minutes),
-        recording_service_ref="room-42", live_ping_interval=interval, **kw,
+        title="Maths",
+        start=start,
+        end=start + dt.timedelta(minutes=minutes),
+        recording_service_ref="room-42",
+        live_ping_interval=interval,
+        **kw,
     )
 
 
@@ -32,7 +36,10 @@ def test_classroom_expands_to_start_pings_stop(in_a_minute):
     classroom = make(in_a_minute, minutes=3, interval=60)
     # The first ping goes one interval after the start, not at it, and none at the end.
     assert timeline(classroom) == [
-        ("start_recording", 0), ("live_ping", 60), ("live_ping", 120), ("stop_recording", 180),
+        ("start_recording", 0),
+        ("live_ping", 60),
+        ("live_ping", 120),
+        ("stop_recording", 180),
     ]
 
 
@@ -56,7 +63,8 @@ def test_classroom_steps_are_armed_after_commit(recording_engine, in_a_minute):
 def test_bad_classrooms_are_refused_with_the_field(kwargs, field, text, in_a_minute):
     with pytest.raises(ValidationError) as info:
         services.classroom_create(
-            title=kwargs.get("title", "Maths"), start=in_a_minute,
+            title=kwargs.get("title", "Maths"),
+            start=in_a_minute,
             end=in_a_minute + dt.timedelta(seconds=kwargs.get("end_offset", 600)),
             recording_service_ref=kwargs.get("ref", "room"),
             live_ping_interval=kwargs.get("interval", 60),
@@ -77,7 +85,9 @@ def test_moving_the_end_replans_only_future_steps(recording_engine, in_a_minute)
     stop = classroom.steps.get(action="stop_recording")
     services.classroom_update(classroom=classroom, end=in_a_minute + dt.timedelta(minutes=2))
     assert timeline(classroom) == [
-        ("start_recording", 0), ("live_ping", 60), ("stop_recording", 120),
+        ("start_recording", 0),
+        ("live_ping", 60),
+        ("stop_recording", 120),
     ]
     stop.refresh_from_db()
     assert stop.version == 2  # re-fenced, re-armed
@@ -118,8 +128,9 @@ def test_cancel_while_live_stops_the_recording_now(now):
     services.classroom_cancel(classroom=classroom)
     stop = classroom.steps.get(action="stop_recording")
     assert stop.state == StepState.SCHEDULED and stop.due_at <= timezone.now()
-    assert not classroom.steps.filter(action="live_ping").exclude(
-        state=StepState.CANCELLED).exists()
+    assert (
+        not classroom.steps.filter(action="live_ping").exclude(state=StepState.CANCELLED).exists()
+    )
     run = services.step_execute(step_id=stop.pk, version=stop.version)
     assert run.status == RunStatus.SUCCEEDED
     classroom.refresh_from_db()

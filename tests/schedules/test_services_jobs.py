@@ -76,7 +76,9 @@ def test_reschedule_bumps_version_and_rearms(recording_engine, in_a_minute):
     job.refresh_from_db()
     assert step.version == 2 and step.due_at == later and job.due_at == later
     assert recording_engine.calls == [
-        ("arm", step.pk, 1), ("disarm", step.pk, 1), ("arm", step.pk, 2),
+        ("arm", step.pk, 1),
+        ("disarm", step.pk, 1),
+        ("arm", step.pk, 2),
     ]
     run = services.step_execute(step_id=step.pk, version=1)
     assert run is not None and run.status == RunStatus.SKIPPED
@@ -121,14 +123,26 @@ def test_due_times_are_stored_in_utc():
     ("kwargs", "field", "text"),
     [
         ({"action": "send_emial"}, "action", "Did you mean 'send_email'"),
-        ({"payload": {"to": ["not-an-address"], "subject": "x", "body": "y"}}, "payload",
-         "to.0: 'not-an-address' is not a valid email address"),
-        ({"payload": {"to": ["a@example.com"], "subject": "x"}}, "payload",
-         "give a body, an html_body or a template"),
-        ({"payload": {"to": ["a@example.com"], "subject": "x", "body": "y", "colour": 1}},
-         "payload", "colour: Extra inputs are not permitted"),
-        ({"payload": {"to": ["a@example.com"], "subject": "x", "template": "nope"}},
-         "payload", "no template emails/nope.txt"),
+        (
+            {"payload": {"to": ["not-an-address"], "subject": "x", "body": "y"}},
+            "payload",
+            "to.0: 'not-an-address' is not a valid email address",
+        ),
+        (
+            {"payload": {"to": ["a@example.com"], "subject": "x"}},
+            "payload",
+            "give a body, an html_body or a template",
+        ),
+        (
+            {"payload": {"to": ["a@example.com"], "subject": "x", "body": "y", "colour": 1}},
+            "payload",
+            "colour: Extra inputs are not permitted",
+        ),
+        (
+            {"payload": {"to": ["a@example.com"], "subject": "x", "template": "nope"}},
+            "payload",
+            "no template emails/nope.txt",
+        ),
         ({"due_at": "tomorrow"}, "due_at", "must be a date and time"),
         ({"precision": "exact"}, "precision", "must be one of precise, relaxed"),
         ({"max_attempts": 0}, "max_attempts", "from 1 to"),
@@ -165,8 +179,9 @@ def test_due_time_beyond_the_maximum_is_rejected(settings, now):
 def test_payload_too_large_is_rejected(settings, in_a_minute):
     settings.SCHEDULES_MAX_PAYLOAD_BYTES = 100
     with pytest.raises(ValidationError) as info:
-        services.email_schedule(to=["a@example.com"], subject="x", body="y" * 200,
-                                due_at=in_a_minute)
+        services.email_schedule(
+            to=["a@example.com"], subject="x", body="y" * 200, due_at=in_a_minute
+        )
     message = info.value.message_dict["payload"][0]
     assert "the limit is 100 bytes" in message
 
@@ -174,12 +189,17 @@ def test_payload_too_large_is_rejected(settings, in_a_minute):
 def test_message_carries_only_ids_and_the_run_reads_the_current_payload(in_a_minute):
     """Invariant 1: an edit before the due time takes effect; messages hold no payload."""
     job = email(in_a_minute)
-    services.job_update(job=job, payload={"to": ["grace@example.com"], "subject": "New",
-                                          "body": "Edited"})
+    services.job_update(
+        job=job, payload={"to": ["grace@example.com"], "subject": "New", "body": "Edited"}
+    )
     step = job.steps.get()
     timer = services.timer_for(step)
     assert set(json.loads(json.dumps(timer.__dict__, default=str))) == {
-        "step_id", "version", "due_at", "engine", "external_ref"
+        "step_id",
+        "version",
+        "due_at",
+        "engine",
+        "external_ref",
     }
     from django.core import mail
 
@@ -226,8 +246,16 @@ def test_delivery_after_the_lease_expired_takes_over_and_says_uncertain(now):
     Step.objects.filter(pk=step.pk).update(
         state=StepState.RUNNING, lease_until=now - dt.timedelta(seconds=1), attempts=1
     )
-    lost = Run.objects.create(step=step, job=job, action=step.action, version=1, attempt=1,
-                              status=RunStatus.RUNNING, due_at=step.due_at, started_at=now)
+    lost = Run.objects.create(
+        step=step,
+        job=job,
+        action=step.action,
+        version=1,
+        attempt=1,
+        status=RunStatus.RUNNING,
+        due_at=step.due_at,
+        started_at=now,
+    )
     run = services.step_execute(step_id=step.pk, version=1)
     assert run.status == RunStatus.SUCCEEDED and run.attempt == 2
     assert run.uncertain and "may already have had its effect" in run.note

@@ -18,15 +18,21 @@ from workers.actions import ActionContext, PermanentError, TransientError, get_a
 from workers.actions.email import EmailPayload, build_message
 from workers.backends.recording import HttpRecordingBackend, get_recording_backend
 
-CTX = ActionContext(step_id=7, version=2, attempt=1, due_at=timezone.now(), job_id=1,
-                    classroom_id=None)
+CTX = ActionContext(
+    step_id=7, version=2, attempt=1, due_at=timezone.now(), job_id=1, classroom_id=None
+)
 
 
 def test_send_email_with_text_and_html():
     spec = get_action("send_email")
     payload = spec.payload_model.model_validate(
-        {"to": ["a@example.com"], "cc": ["b@example.com"], "subject": "Hi", "body": "Text",
-         "html_body": "<b>Html</b>"}
+        {
+            "to": ["a@example.com"],
+            "cc": ["b@example.com"],
+            "subject": "Hi",
+            "body": "Text",
+            "html_body": "<b>Html</b>",
+        }
     )
     result = spec.func(CTX, payload)
     assert result == {"sent": 1, "recipients": 2}
@@ -37,8 +43,12 @@ def test_send_email_with_text_and_html():
 
 def test_send_email_from_a_template():
     payload = EmailPayload.model_validate(
-        {"to": ["a@example.com"], "subject": "Reminder", "template": "reminder",
-         "context": {"name": "Ada", "what": "class at nine"}}
+        {
+            "to": ["a@example.com"],
+            "subject": "Reminder",
+            "template": "reminder",
+            "context": {"name": "Ada", "what": "class at nine"},
+        }
     )
     message = build_message(payload)
     assert "Hello Ada" in message.body and "class at nine" in message.body
@@ -56,8 +66,12 @@ def test_embedded_default_writes_mail_to_files(settings, tmp_path):
     settings.EMAIL_BACKEND = "django.core.mail.backends.filebased.EmailBackend"
     settings.EMAIL_FILE_PATH = str(tmp_path)
     spec = get_action("send_email")
-    spec.func(CTX, spec.payload_model.model_validate(
-        {"to": ["a@example.com"], "subject": "Filed", "body": "x"}))
+    spec.func(
+        CTX,
+        spec.payload_model.model_validate(
+            {"to": ["a@example.com"], "subject": "Filed", "body": "x"}
+        ),
+    )
     (written,) = tmp_path.iterdir()
     assert "Subject: Filed" in written.read_text()
 
@@ -66,7 +80,7 @@ class RecordingService(BaseHTTPRequestHandler):
     received: list[tuple[str, dict[str, Any], str]] = []
     status = 200
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         RecordingService.received.append((self.path, body, self.headers["Idempotency-Key"]))
         self.send_response(RecordingService.status)
@@ -96,8 +110,9 @@ def recording_service(settings) -> Iterator[type[RecordingService]]:
 
 def run_recording(action: str) -> Any:
     spec = get_action(action)
-    payload = spec.payload_model.model_validate({"recording_service_ref": "room-1",
-                                                 "classroom_id": 3})
+    payload = spec.payload_model.model_validate(
+        {"recording_service_ref": "room-1", "classroom_id": 3}
+    )
     return spec.func(CTX, payload)
 
 
@@ -112,8 +127,10 @@ def test_http_backend_posts_json_with_an_idempotency_key(recording_service):
     assert key == "step-7-v2"
 
 
-@pytest.mark.parametrize(("status", "error"), [(503, TransientError), (429, TransientError),
-                                                (404, PermanentError), (302, PermanentError)])
+@pytest.mark.parametrize(
+    ("status", "error"),
+    [(503, TransientError), (429, TransientError), (404, PermanentError), (302, PermanentError)],
+)
 def test_http_backend_classifies_errors(recording_service, status, error):
     recording_service.status = status
     with pytest.raises(error):

@@ -164,10 +164,12 @@ def test_lost_messages_and_dead_workers_are_redelivered(settings, monkeypatch):
     queued = services.job_schedule(action="noop", due_at=now).steps.get()
     running = services.job_schedule(action="noop", due_at=now).steps.get()
     fresh = services.job_schedule(action="noop", due_at=now).steps.get()
-    Step.objects.filter(pk=queued.pk).update(state=StepState.QUEUED,
-                                             queued_at=now - dt.timedelta(minutes=5))
-    Step.objects.filter(pk=running.pk).update(state=StepState.RUNNING,
-                                              lease_until=now - dt.timedelta(seconds=1))
+    Step.objects.filter(pk=queued.pk).update(
+        state=StepState.QUEUED, queued_at=now - dt.timedelta(minutes=5)
+    )
+    Step.objects.filter(pk=running.pk).update(
+        state=StepState.RUNNING, lease_until=now - dt.timedelta(seconds=1)
+    )
     Step.objects.filter(pk=fresh.pk).update(state=StepState.QUEUED, queued_at=now)
     published: list[tuple[int, int]] = []
     monkeypatch.setattr("schedules.services.dispatch.steps_publish", published.extend)

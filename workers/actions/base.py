@@ -62,7 +62,10 @@ def register(
         if name in REGISTRY:
             raise ValueError(f"action {name!r} is already registered")
         REGISTRY[name] = Action(
-            name=name, payload_model=payload, func=func, description=description,
+            name=name,
+            payload_model=payload,
+            func=func,
+            description=description,
             has_side_effects=has_side_effects,
         )
         return func

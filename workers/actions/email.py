@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 import smtplib
-import socket
 from typing import Annotated, Any
 
 from django.conf import settings
@@ -113,8 +112,12 @@ def send_email(ctx: ActionContext, payload: EmailPayload) -> dict[str, Any]:
     message.extra_headers["X-Schedules-Step"] = ctx.idempotency_key
     try:
         sent = message.send(fail_silently=False)
-    except (smtplib.SMTPServerDisconnected, smtplib.SMTPConnectError, socket.timeout,
-            ConnectionError, TimeoutError) as exc:
+    except (
+        smtplib.SMTPServerDisconnected,
+        smtplib.SMTPConnectError,
+        ConnectionError,
+        TimeoutError,
+    ) as exc:
         raise TransientError(f"mail server unreachable: {exc}") from exc
     except smtplib.SMTPResponseException as exc:
         if 400 <= exc.smtp_code < 500:

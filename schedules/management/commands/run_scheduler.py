@@ -22,16 +22,22 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
-            "--batch-size", type=int, default=None,
+            "--batch-size",
+            type=int,
+            default=None,
             help="Steps claimed per transaction (default: SCHEDULES_DISPATCH_BATCH).",
         )
         parser.add_argument(
-            "--max-sleep", type=float, default=None,
+            "--max-sleep",
+            type=float,
+            default=None,
             help="Longest sleep in seconds when nothing is due (default: "
             "SCHEDULES_DISPATCH_MAX_SLEEP).",
         )
         parser.add_argument(
-            "--sweep-interval", type=float, default=None,
+            "--sweep-interval",
+            type=float,
+            default=None,
             help="Seconds between arm/redelivery sweeps (default: SCHEDULES_SWEEP_INTERVAL).",
         )
 
@@ -45,8 +51,10 @@ class Command(BaseCommand):
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
         dispatcher = Dispatcher(
-            batch_size=options["batch_size"], max_sleep=options["max_sleep"],
-            sweep_interval=options["sweep_interval"], stop=stop,
+            batch_size=options["batch_size"],
+            max_sleep=options["max_sleep"],
+            sweep_interval=options["sweep_interval"],
+            stop=stop,
         )
         self.stdout.write(self.style.SUCCESS("dispatcher running; Ctrl-C to stop"))
         dispatcher.run()
