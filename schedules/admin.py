@@ -1,0 +1,733 @@
+"""The admin for jobs, classrooms, their steps and runs.
+
+Writes go through ``schedules.services`` only: the add and change forms
+(``schedules.forms``) call them and show their errors on the form, and the
+actions call them per object. Steps and runs are results, so they are
+read-only. Every changelist is built for tables of millions of rows (see
+STYLE.md, "Admin for big tables"): no full count, no N+1, big columns deferred,
+sorting and date drill-down only on indexed columns, filters that need no
+query, and inlines that load a bounded number of rows.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import urlencode
+
+from django.conf import settings
+from django.contrib import admin, messages
+from django.contrib.admin.views.main import ChangeList
+from django.contrib.auth.models import User
+from django.core.exceptions import ImproperlyConfigured, ValidationError
+from django.db import models, router, transaction
+from django.core.paginator import Paginator
+from django.db.models import OuterRef, Q, QuerySet, Subquery
+from django.forms import BaseInlineFormSet, ModelForm
+from django.http import HttpRequest, HttpResponse
+from django.urls import reverse
+from django.utils.functional import cached_property
+from django.utils.html import format_html
+from django.utils.translation import ngettext
+
+from workers.actions import REGISTRY
+
+from . import services
+from .engines import get_engine
+from .forms import (
+    ClassroomAddForm,
+    ClassroomChangeForm,
+    JobAddForm,
+    JobChangeForm,
+    ServiceModelForm,
+)
+from .models import Classroom, Job, PlanStatus, Run, Step
+
+M = TypeVar("M", bound=models.Model)
+
+#: Rows an inline shows (the newest); the rest are one click away in the changelist.
+INLINE_ROWS = 20
+#: Per-object errors an action lists one by one before summing up the rest.
+ACTION_ERRORS_SHOWN = 10
+#: Most objects one action request handles (each is a service call and a transaction).
+ACTION_MAX_OBJECTS = 1000
+#: Plans in these states cannot change any more.
+FINAL_PLAN_STATES = (PlanStatus.SUCCEEDED, PlanStatus.FAILED, PlanStatus.CANCELLED)
+
+if TYPE_CHECKING:
+    _ModelAdmin = admin.ModelAdmin
+    _TabularInline = admin.TabularInline
+    _InlineFormSet = BaseInlineFormSet
+else:
+    # django-stubs makes these generic; Django itself does not subscript them.
+    class _Subscriptable:
+        def __class_getitem__(cls, item: Any) -> Any:
+            return cls
+
+    class _ModelAdmin(_Subscriptable, admin.ModelAdmin):
+        pass
+
+    class _TabularInline(_Subscriptable, admin.TabularInline):
+        pass
+
+    class _InlineFormSet(_Subscriptable, BaseInlineFormSet):
+        pass
+
+
+# --- Display helpers --------------------------------------------------------------------------
+
+
+def format_lateness(value: dt.timedelta | None) -> str:
+    """Start minus due time, signed: ``+0.012 s``, ``-1.5 s`` as ``-1.500 s``, ``+1 h 03 min``."""
+    if value is None:
+        return "-"
+    seconds = value.total_seconds()
+    sign = "-" if seconds < 0 else "+"
+    seconds = abs(seconds)
+    if seconds < 60:
+        return f"{sign}{seconds:.3f} s"
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    if hours:
+        return f"{sign}{hours} h {minutes:02d} min"
+    return f"{sign}{minutes} min {secs:02d} s"
+
+
+def _change_link(model: type[models.Model], pk: int | None, label: str) -> str:
+    if pk is None:
+        return "-"
+    opts = model._meta
+    url = reverse(f"admin:{opts.app_label}_{opts.model_name}_change", args=[pk])
+    return format_html('<a href="{}">{}</a>', url, label)
+
+
+def owner_link(obj: Step | Run) -> str:
+    """The job or classroom a step or run belongs to, from the ids alone (no query)."""
+    if obj.job_id is not None:
+        return _change_link(Job, obj.job_id, f"job {obj.job_id}")
+    return _change_link(Classroom, obj.classroom_id, f"classroom {obj.classroom_id}")
+
+
+def timer_link(step: Step) -> str:
+    """The engine's reference for the timer, linked to its console when the engine has one."""
+    try:
+        url = get_engine(step.engine).console_url(services.timer_for(step))
+    except ImproperlyConfigured:  # an engine no longer configured: show the bare reference
+        url = ""
+    if url:
+        return format_html(
+            '<a href="{}" target="_blank" rel="noopener noreferrer">{}</a>',
+            url,
+            step.external_ref or "console",
+        )
+    return step.external_ref
+
+
+def _int_term(search_term: str) -> int | None:
+    term = search_term.strip().removeprefix("#")
+    if term.isascii() and term.isdigit() and int(term) < 2**63:
+        return int(term)
+    return None
+
+
+# --- Filters that need no query ---------------------------------------------------------------
+
+
+class ActionFilter(admin.SimpleListFilter):
+    """The registered actions (a DISTINCT over millions of rows is what this avoids)."""
+
+    title = "action"
+    parameter_name = "action__exact"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [(name, name) for name in sorted(REGISTRY)]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        value = self.value()
+        return queryset.filter(action=value) if value else queryset
+
+
+class EngineFilter(admin.SimpleListFilter):
+    """The engines named in SCHEDULES_ENGINES; any other name works in the URL."""
+
+    title = "engine"
+    parameter_name = "engine__exact"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        engines: dict[str, str] = settings.SCHEDULES_ENGINES
+        return [(name, name) for name in sorted(set(engines.values()))]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        value = self.value()
+        return queryset.filter(engine=value) if value else queryset
+
+
+# --- Bounded, read-only inlines ---------------------------------------------------------------
+
+
+class LatestRowsFormSet(_InlineFormSet[Any, Any, Any]):
+    """An inline formset over the first ``limit`` rows of its ordered queryset (the newest).
+
+    A classroom with thousands of runs loads ``limit`` of them; the template
+    links to the changelist filtered on the parent for the rest.
+    """
+
+    limit = INLINE_ROWS
+    #: How the shown rows are chosen, for the note under the table.
+    order_label = "newest"
+
+    def get_queryset(self) -> QuerySet[Any]:
+        if not hasattr(self, "_latest"):
+            self._latest = super().get_queryset()[: self.limit]
+        return self._latest
+
+    @cached_property
+    def total(self) -> int:
+        shown = len(self.get_queryset())
+        if shown < self.limit:
+            return shown  # all of them, no count needed
+        return super().get_queryset().count()
+
+    @property
+    def has_more(self) -> bool:
+        return self.total > self.limit
+
+    @property
+    def rows_label(self) -> str:
+        return str(self.model._meta.verbose_name_plural)
+
+    @property
+    def changelist_url(self) -> str:
+        opts = self.model._meta
+        url = reverse(f"admin:{opts.app_label}_{opts.model_name}_changelist")
+        return f"{url}?{urlencode({f'{self.fk.name}__id__exact': self.instance.pk})}"
+
+
+class ReadOnlyInline(_TabularInline[M, Any]):
+    """Rows written only by the services: shown, linked, never edited here."""
+
+    extra = 0
+    max_num = 0
+    can_delete = False
+    show_change_link = True
+    formset = LatestRowsFormSet
+    template = "admin/schedules/edit_inline/latest_tabular.html"
+    limit = INLINE_ROWS
+    order_label = "newest"
+    defer: tuple[str, ...] = ()
+
+    def get_formset(self, request: HttpRequest, obj: Any = None, **kwargs: Any) -> Any:
+        formset = super().get_formset(request, obj, **kwargs)
+        if issubclass(formset, LatestRowsFormSet):  # a class built for this request
+            formset.limit = self.limit
+            formset.order_label = self.order_label
+        return formset
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[M]:
+        queryset = super().get_queryset(request)
+        return queryset.defer(*self.defer) if self.defer else queryset
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+class StepInline(ReadOnlyInline[Step]):
+    model = Step
+    fields = ("action", "sequence", "due_at", "state", "version", "engine", "arm_state", "attempts")
+    readonly_fields = fields
+    ordering = ("-due_at", "-id")
+    defer = ("arm_error", "external_ref")
+    order_label = "latest due"
+    verbose_name_plural = "steps (latest due first)"
+
+
+class RunInline(ReadOnlyInline[Run]):
+    model = Run
+    fields = (
+        "started_at",
+        "status",
+        "action",
+        "step_link",
+        "attempt",
+        "version",
+        "due_at",
+        "lateness_display",
+        "uncertain",
+        "note",
+    )
+    readonly_fields = fields
+    ordering = ("-started_at", "-id")
+    defer = ("result", "error")
+    verbose_name_plural = "runs (newest first)"
+
+    @admin.display(description="step")
+    def step_link(self, run: Run) -> str:
+        return _change_link(Step, run.step_id, f"step {run.step_id}")
+
+    @admin.display(description="lateness")
+    def lateness_display(self, run: Run) -> str:
+        return format_lateness(run.lateness)
+
+
+# --- Changelists for big tables ---------------------------------------------------------------
+
+
+class CappedCountPaginator(Paginator):
+    """Counts at most ``cap + 1`` rows, so a changelist never counts a million-row table.
+
+    Past the cap the page links stop at the cap and the total reads "more than
+    <cap>"; filters narrow the list to what a person can page through.
+    """
+
+    cap = 10_000
+
+    @cached_property
+    def count(self) -> int:
+        object_list: Any = self.object_list
+        if isinstance(object_list, QuerySet):
+            return int(object_list[: self.cap + 1].count())
+        return len(object_list)
+
+    @property
+    def capped(self) -> bool:
+        return self.count > self.cap
+
+
+class BigTableChangeList(ChangeList):
+    def get_queryset(
+        self, request: HttpRequest, exclude_parameters: list[str | None] | None = None
+    ) -> QuerySet[Any]:
+        queryset = super().get_queryset(request, exclude_parameters)
+        if isinstance(self.model_admin, BigTableAdmin):
+            queryset = self.model_admin.changelist_queryset(queryset)
+        return queryset
+
+
+class BigTableAdmin(_ModelAdmin[M]):
+    """Changelist settings for tables of millions of rows."""
+
+    list_per_page = 50
+    list_max_show_all = 200
+    show_full_result_count = False
+    #: Big columns no changelist column reads.
+    changelist_defer: tuple[str, ...] = ()
+    #: Whether the search box also matches ``search_fields`` (a number always matches ids).
+    search_text = True
+    #: Fields a number in the search box matches exactly (indexed: primary and foreign keys).
+    search_ids: tuple[str, ...] = ("pk",)
+
+    paginator = CappedCountPaginator
+
+    def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
+        return BigTableChangeList
+
+    def changelist_queryset(self, queryset: QuerySet[M]) -> QuerySet[M]:
+        return queryset.defer(*self.changelist_defer) if self.changelist_defer else queryset
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[M], search_term: str
+    ) -> tuple[QuerySet[M], bool]:
+        if not search_term.strip():
+            return queryset, False
+        if self.search_text:
+            results, may_have_duplicates = super().get_search_results(
+                request, queryset, search_term
+            )
+        else:
+            results, may_have_duplicates = queryset.none(), False
+        number = _int_term(search_term)
+        if number is not None:
+            by_id = Q.create([(name, number) for name in self.search_ids], connector=Q.OR)
+            results = results | queryset.filter(by_id)
+        return results, may_have_duplicates
+
+
+class ReadOnlyAdmin(BigTableAdmin[M]):
+    """Results written only by the services and the worker."""
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: M | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: M | None = None) -> bool:
+        return False
+
+
+class PlanAdmin(BigTableAdmin[M]):
+    """Jobs and classrooms: forms and actions that call the services.
+
+    Deleting is not offered: there is no delete service (a delete would skip the
+    rules and cascade over every run); cancel instead.
+    """
+
+    add_form: type[ServiceModelForm[M]]
+    change_form: type[ServiceModelForm[M]]
+    add_fieldsets: Any = ()
+    #: Fields the change form edits (through the services) while the plan can change.
+    editable_fields: tuple[str, ...] = ()
+    #: Fields shown on the change form that no service changes.
+    fixed_fields: tuple[str, ...] = ()
+
+    def is_frozen(self, obj: M) -> bool:
+        raise NotImplementedError
+
+    def get_form(
+        self, request: HttpRequest, obj: M | None = None, change: bool = False, **kwargs: Any
+    ) -> type[ModelForm[M]]:
+        base = self.change_form if obj is not None else self.add_form
+        # As ModelAdmin.get_form does for its own form: read-only fields leave the form.
+        readonly = [f for f in self.get_readonly_fields(request, obj) if f in base.declared_fields]
+        kwargs["form"] = type(base.__name__, (base,), dict.fromkeys(readonly))
+        form = super().get_form(request, obj, change=change, **kwargs)
+        if issubclass(form, ServiceModelForm):
+            # A class built for this request by modelform_factory, so this is per request.
+            user = request.user
+            form.user = user if isinstance(user, User) else None
+        return form
+
+    def get_fieldsets(self, request: HttpRequest, obj: M | None = None) -> Any:
+        return self.add_fieldsets if obj is None else super().get_fieldsets(request, obj)
+
+    def get_readonly_fields(self, request: HttpRequest, obj: M | None = None) -> tuple[str, ...]:
+        if obj is None:
+            return ()
+        if self.is_frozen(obj):
+            return (*self.editable_fields, *self.fixed_fields)
+        return self.fixed_fields
+
+    def get_inlines(self, request: HttpRequest, obj: M | None) -> Any:
+        return self.inlines if obj is not None else ()
+
+    def has_delete_permission(self, request: HttpRequest, obj: M | None = None) -> bool:
+        return False
+
+    def save_model(self, request: HttpRequest, obj: M, form: Any, change: bool) -> None:
+        """Nothing left to save: the form wrote through the services when it was validated."""
+        if not (isinstance(form, ServiceModelForm) and form.service_wrote):
+            raise RuntimeError(f"{type(self).__name__} saves only through a ServiceModelForm")
+
+    def render_change_form(
+        self,
+        request: HttpRequest,
+        context: dict[str, Any],
+        add: bool = False,
+        change: bool = False,
+        form_url: str = "",
+        obj: M | None = None,
+    ) -> HttpResponse:
+        adminform = context.get("adminform")
+        form = getattr(adminform, "form", None)
+        if request.method == "POST" and isinstance(form, ServiceModelForm) and form.service_wrote:
+            # The service accepted the form but the page is shown again (an inline was
+            # invalid): keep nothing of a save the user is not told about.
+            transaction.set_rollback(True, using=router.db_for_write(self.model))
+        return super().render_change_form(request, context, add, change, form_url, obj)
+
+    def apply_service(
+        self,
+        request: HttpRequest,
+        queryset: QuerySet[M],
+        service: Callable[[M], object],
+        done: Callable[[int], str],
+    ) -> None:
+        """Call ``service`` per object; report the count done and each refusal."""
+        pks = list(queryset.values_list("pk", flat=True)[: ACTION_MAX_OBJECTS + 1])
+        if len(pks) > ACTION_MAX_OBJECTS:
+            self.message_user(
+                request,
+                f"Select at most {ACTION_MAX_OBJECTS} at once; nothing was done.",
+                messages.ERROR,
+            )
+            return
+        count = 0
+        refused: list[str] = []
+        for obj in queryset.filter(pk__in=pks):
+            try:
+                service(obj)
+            except ValidationError as exc:
+                refused.append(f"{obj}: {'; '.join(exc.messages)}")
+            else:
+                count += 1
+        if count:
+            self.message_user(request, done(count), messages.SUCCESS)
+        for message in refused[:ACTION_ERRORS_SHOWN]:
+            self.message_user(request, message, messages.ERROR)
+        if len(refused) > ACTION_ERRORS_SHOWN:
+            more = len(refused) - ACTION_ERRORS_SHOWN
+            self.message_user(
+                request,
+                ngettext("%(count)d more was refused.", "%(count)d more were refused.", more)
+                % {"count": more},
+                messages.ERROR,
+            )
+
+
+# --- Jobs ---------------------------------------------------------------------------------------
+
+
+@admin.register(Job)
+class JobAdmin(PlanAdmin[Job]):
+    add_form = JobAddForm
+    change_form = JobChangeForm
+    list_display = ("id", "name", "action", "status", "due_at", "precision", "attempts", "owner")
+    list_display_links = ("id", "name")
+    list_filter = ("status", ActionFilter, "precision")
+    list_select_related = ("owner",)
+    search_fields = ("name", "action")
+    search_help_text = "Part of a job's name or action, or a job id."
+    date_hierarchy = "due_at"
+    sortable_by = ("id", "due_at")
+    ordering = ("-due_at",)
+    raw_id_fields = ("owner",)
+    changelist_defer = ("payload",)
+    inlines = (StepInline, RunInline)
+    actions = ("cancel_selected", "run_now")
+    add_fieldsets = (
+        (None, {"fields": ("name", "action", "payload")}),
+        ("When", {"fields": ("due_at", "time_zone", "precision", "max_attempts")}),
+    )
+    fieldsets = (
+        (None, {"fields": ("name", "action", "payload")}),
+        ("When", {"fields": ("due_at", "time_zone", "precision", "max_attempts")}),
+        ("State", {"fields": ("status", "owner", "created_at", "updated_at")}),
+    )
+    editable_fields = ("name", "payload", "due_at", "max_attempts")
+    fixed_fields = (
+        "action",
+        "time_zone",
+        "precision",
+        "status",
+        "owner",
+        "created_at",
+        "updated_at",
+    )
+
+    def is_frozen(self, obj: Job) -> bool:
+        return obj.status != PlanStatus.SCHEDULED  # the services edit scheduled jobs only
+
+    def changelist_queryset(self, queryset: QuerySet[Job]) -> QuerySet[Job]:
+        # One correlated subquery on the indexed step.job_id, run for the page's rows only.
+        latest_step = Step.objects.filter(job=OuterRef("pk")).order_by("-pk")
+        return (
+            super()
+            .changelist_queryset(queryset)
+            .annotate(step_attempts=Subquery(latest_step.values("attempts")[:1]))
+        )
+
+    @admin.display(description="attempts")
+    def attempts(self, job: Job) -> str:
+        used = getattr(job, "step_attempts", None)
+        return f"{used or 0} / {job.max_attempts}"
+
+    @admin.action(description="Cancel selected jobs", permissions=["change"])
+    def cancel_selected(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
+        self.apply_service(
+            request,
+            queryset.select_related(None).only("pk", "name", "action"),
+            lambda job: services.job_cancel(job=job),
+            lambda n: (
+                ngettext("%(count)d job cancelled.", "%(count)d jobs cancelled.", n) % {"count": n}
+            ),
+        )
+
+    @admin.action(description="Run selected jobs now", permissions=["change"])
+    def run_now(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
+        self.apply_service(
+            request,
+            queryset.select_related(None).only("pk", "name", "action"),
+            lambda job: services.job_run_now(job=job),
+            lambda n: (
+                ngettext("%(count)d job set to run now.", "%(count)d jobs set to run now.", n)
+                % {"count": n}
+            ),
+        )
+
+
+# --- Classrooms -------------------------------------------------------------------------------
+
+
+@admin.register(Classroom)
+class ClassroomAdmin(PlanAdmin[Classroom]):
+    add_form = ClassroomAddForm
+    change_form = ClassroomChangeForm
+    list_display = (
+        "id",
+        "title",
+        "status",
+        "start",
+        "end",
+        "live_ping_interval",
+        "precision",
+        "recording_service_ref",
+        "owner",
+    )
+    list_display_links = ("id", "title")
+    list_filter = ("status", "precision")
+    list_select_related = ("owner",)
+    search_fields = ("title", "recording_service_ref")
+    search_help_text = "Part of a classroom's title or recording reference, or a classroom id."
+    date_hierarchy = "start"
+    sortable_by = ("id", "start")
+    ordering = ("-start",)
+    raw_id_fields = ("owner",)
+    inlines = (StepInline, RunInline)
+    actions = ("cancel_selected",)
+    add_fieldsets = (
+        (None, {"fields": ("title", "recording_service_ref")}),
+        ("When", {"fields": ("start", "end", "live_ping_interval", "time_zone", "precision")}),
+    )
+    fieldsets = (
+        (None, {"fields": ("title", "recording_service_ref")}),
+        ("When", {"fields": ("start", "end", "live_ping_interval", "time_zone", "precision")}),
+        ("State", {"fields": ("status", "owner", "created_at", "updated_at")}),
+    )
+    editable_fields = ("title", "recording_service_ref", "start", "end", "live_ping_interval")
+    fixed_fields = ("time_zone", "precision", "status", "owner", "created_at", "updated_at")
+
+    def is_frozen(self, obj: Classroom) -> bool:
+        return obj.status in FINAL_PLAN_STATES
+
+    @admin.action(description="Cancel selected classrooms", permissions=["change"])
+    def cancel_selected(self, request: HttpRequest, queryset: QuerySet[Classroom]) -> None:
+        self.apply_service(
+            request,
+            queryset.select_related(None).only("pk", "title"),
+            lambda classroom: services.classroom_cancel(classroom=classroom),
+            lambda n: (
+                ngettext("%(count)d classroom cancelled.", "%(count)d classrooms cancelled.", n)
+                % {"count": n}
+            ),
+        )
+
+
+# --- Steps and runs (read-only) -----------------------------------------------------------------
+
+
+@admin.register(Step)
+class StepAdmin(ReadOnlyAdmin[Step]):
+    list_display = (
+        "id",
+        "action",
+        "owner",
+        "state",
+        "due_at",
+        "engine",
+        "version",
+        "arm_state",
+        "timer",
+        "attempts_display",
+    )
+    list_filter = ("state", EngineFilter, "arm_state", "precision", ActionFilter)
+    search_fields = ("id",)
+    search_text = False
+    search_help_text = "A step id."
+    date_hierarchy = "due_at"
+    sortable_by = ("id", "due_at")
+    ordering = ("-due_at",)
+    raw_id_fields = ("job", "classroom")
+    changelist_defer = ("arm_error",)
+    inlines = (RunInline,)
+    fieldsets = (
+        (None, {"fields": ("owner", "action", "sequence", "due_at", "precision", "state")}),
+        (
+            "Fence and attempts",
+            {"fields": ("version", "attempts", "max_attempts", "queued_at", "lease_until")},
+        ),
+        (
+            "Engine",
+            {
+                "fields": (
+                    "engine",
+                    "timer",
+                    "arm_state",
+                    "armed_version",
+                    "arm_error",
+                    "arm_failures",
+                )
+            },
+        ),
+        ("Timestamps", {"fields": ("created_at", "updated_at")}),
+    )
+    readonly_fields = ("owner", "timer")
+
+    @admin.display(description="job or classroom")
+    def owner(self, step: Step) -> str:
+        return owner_link(step)
+
+    @admin.display(description="timer (external ref)")
+    def timer(self, step: Step) -> str:
+        return timer_link(step)
+
+    @admin.display(description="attempts")
+    def attempts_display(self, step: Step) -> str:
+        return f"{step.attempts} / {step.max_attempts}"
+
+
+@admin.register(Run)
+class RunAdmin(ReadOnlyAdmin[Run]):
+    list_display = (
+        "id",
+        "status",
+        "action",
+        "attempt",
+        "version",
+        "due_at",
+        "started_at",
+        "lateness_display",
+        "uncertain",
+        "step_link",
+        "owner",
+        "worker",
+    )
+    list_filter = ("status", ActionFilter, "uncertain")
+    search_fields = ("id",)
+    search_text = False
+    search_ids = ("pk", "step_id")
+    search_help_text = "A run id or a step id."
+    date_hierarchy = "started_at"
+    sortable_by = ("id", "started_at")
+    ordering = ("-started_at",)
+    raw_id_fields = ("step", "job", "classroom")
+    changelist_defer = ("result", "error")
+    fieldsets = (
+        (
+            None,
+            {
+                "fields": (
+                    "status",
+                    "action",
+                    "step_link",
+                    "owner",
+                    "version",
+                    "attempt",
+                    "uncertain",
+                    "note",
+                    "worker",
+                )
+            },
+        ),
+        ("Timing", {"fields": ("due_at", "started_at", "finished_at", "lateness_display")}),
+        ("Outcome", {"fields": ("result", "error")}),
+    )
+    readonly_fields = ("step_link", "owner", "lateness_display")
+
+    @admin.display(description="step")
+    def step_link(self, run: Run) -> str:
+        return _change_link(Step, run.step_id, f"step {run.step_id}")
+
+    @admin.display(description="job or classroom")
+    def owner(self, run: Run) -> str:
+        return owner_link(run)
+
+    @admin.display(description="lateness")
+    def lateness_display(self, run: Run) -> str:
+        return format_lateness(run.lateness)

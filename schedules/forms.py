@@ -1,0 +1,424 @@
+"""Admin forms. Every write goes through ``schedules.services``; none calls ``Model.save()``.
+
+The service is the validator: once the fields are clean, the form calls the
+service (inside the admin's request transaction) and maps the service's
+``ValidationError`` onto the fields it names, so the admin shows the rules of
+the services next to the right input. ``save()`` returns the object the service
+wrote. ``ScheduleAdmin.render_change_form`` rolls the transaction back if the
+page is shown again after a successful service call (an inline was invalid),
+so nothing is kept from a save the user did not see succeed.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from django import forms
+from django.conf import settings
+from django.contrib.auth.models import User
+from django.core.exceptions import NON_FIELD_ERRORS, FieldDoesNotExist, ValidationError
+from django.db import models, transaction
+from django.forms.fields import InvalidJSONInput
+from django.utils import timezone
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import SafeString
+
+from workers.actions import REGISTRY
+
+from . import services
+from .models import Classroom, Job
+
+M = TypeVar("M", bound=models.Model)
+
+if TYPE_CHECKING:
+    _ModelFormBase = forms.ModelForm
+else:
+
+    class _ModelFormBase(forms.ModelForm):
+        # django-stubs makes ModelForm generic; Django itself does not.
+        def __class_getitem__(cls, item: Any) -> Any:
+            return cls
+
+
+# --- Help texts (built per form, so they follow the settings in force) ---------------------------
+
+
+def _type_label(schema: dict[str, Any]) -> str:
+    if "anyOf" in schema:
+        return " or ".join(_type_label(option) for option in schema["anyOf"])
+    kind = schema.get("type", "any")
+    if kind == "array":
+        return f"list of {_type_label(schema.get('items', {}))}"
+    return str(kind)
+
+
+def payload_summary(action: str) -> SafeString:
+    """The payload keys of a registered action, from its pydantic JSON schema."""
+    spec = REGISTRY[action]
+    schema = spec.payload_model.model_json_schema()
+    required = set(schema.get("required", []))
+    keys = format_html_join(
+        ", ",
+        "<code>{}</code> ({}{})",
+        (
+            (name, _type_label(prop), ", required" if name in required else "")
+            for name, prop in schema.get("properties", {}).items()
+        ),
+    )
+    parts = [format_html("{} Payload: {}.", spec.description, keys or "no keys")]
+    if schema.get("additionalProperties") is False:
+        parts.append(format_html("{}", "Other keys are refused."))
+    if schema.get("description"):
+        parts.append(format_html("{}", schema["description"]))
+    return format_html_join(" ", "{}", ((part,) for part in parts))
+
+
+def action_choices() -> list[tuple[str, str]]:
+    """The registered actions (read when the form is built, so late registrations count)."""
+    return [(name, name) for name in sorted(REGISTRY)]
+
+
+def action_help() -> SafeString:
+    items = format_html_join(
+        "",
+        "<li><code>{}</code>: {}</li>",
+        ((name, payload_summary(name)) for name in sorted(REGISTRY)),
+    )
+    return format_html(
+        "The action the worker runs when the job is due, and what its payload needs:<ul>{}</ul>",
+        items,
+    )
+
+
+def payload_help(action: str | None = None) -> SafeString:
+    limit = settings.SCHEDULES_MAX_PAYLOAD_BYTES
+    text = format_html(
+        "The action's arguments as a JSON object, e.g. <code>{}</code>. It is checked against "
+        "the action's schema when you save, and may be at most {} bytes as compact, "
+        "ASCII-escaped JSON (SCHEDULES_MAX_PAYLOAD_BYTES). It is stored normalized: keys left "
+        "at their default value are dropped. The worker reads it from the database when the "
+        "job runs, so an edit made before then is what runs.",
+        '{"to": ["ada@example.com"], "subject": "Hello", "body": "Hi"}',
+        limit,
+    )
+    if action in REGISTRY:
+        return format_html("{}<br><code>{}</code>: {}", text, action, payload_summary(action))
+    return text
+
+
+def precision_help() -> str:
+    engines = settings.SCHEDULES_ENGINES
+    return (
+        "Which engine holds the timer: precise (to the second) uses "
+        f"SCHEDULES_ENGINES['precise'], now {engines.get('precise', '?')!r}; relaxed (minutes "
+        f"to hours late) uses SCHEDULES_ENGINES['relaxed'], now {engines.get('relaxed', '?')!r}. "
+        "It cannot be changed after creation."
+    )
+
+
+def time_zone_help() -> str:
+    return (
+        "An IANA time zone name such as Europe/Paris, checked and kept for display. It does not "
+        "change how the date and time fields are read: they are in the admin's time zone, "
+        f"{timezone.get_current_timezone_name()}. Cannot be changed after creation."
+    )
+
+
+def _seconds(value: int) -> str:
+    return f"{value // 86400} days" if value >= 86400 and value % 86400 == 0 else f"{value} s"
+
+
+def due_help(what: str) -> str:
+    return (
+        f"{what} It may be at most {_seconds(settings.SCHEDULES_PAST_GRACE)} in the past "
+        "(SCHEDULES_PAST_GRACE; it then runs at once) and at most "
+        f"{_seconds(settings.SCHEDULES_MAX_AHEAD)} ahead (SCHEDULES_MAX_AHEAD)."
+    )
+
+
+def max_attempts_help() -> str:
+    return (
+        "Attempts before the job is marked failed: an attempt that fails with a transient error "
+        "or an unexpected exception is retried with exponential backoff until this many have "
+        "run; a permanent error fails the job at once. A whole number from 1 to "
+        f"{settings.SCHEDULES_MAX_ATTEMPTS_LIMIT} (SCHEDULES_MAX_ATTEMPTS_LIMIT)."
+    )
+
+
+def ping_help() -> str:
+    return (
+        "Seconds between live pings while the class runs: the first ping goes one interval "
+        "after the start and none at the end. At least "
+        f"{settings.SCHEDULES_MIN_PING_INTERVAL} s (SCHEDULES_MIN_PING_INTERVAL), and the class "
+        f"may have at most {settings.SCHEDULES_MAX_STEPS_PER_CLASSROOM} steps in all "
+        "(SCHEDULES_MAX_STEPS_PER_CLASSROOM)."
+    )
+
+
+REPLAN_HELP = (
+    " Changing the start, the end or the interval re-plans the steps that have not run yet; "
+    "steps that ran keep their history."
+)
+
+
+# --- Fields ---------------------------------------------------------------------------------------
+
+
+class PayloadField(forms.JSONField):
+    """JSON edited as indented text; an empty box means an empty payload."""
+
+    widget = forms.Textarea(attrs={"rows": 8, "cols": 80, "class": "vLargeTextField"})
+
+    def prepare_value(self, value: Any) -> str:
+        if isinstance(value, InvalidJSONInput):
+            return value
+        return json.dumps(value, ensure_ascii=False, indent=2, cls=self.encoder)
+
+
+# --- The base form -----------------------------------------------------------------------------
+
+
+class ServiceModelForm(_ModelFormBase[M]):
+    """A model form whose only write is a service call (see the module docstring).
+
+    Subclasses implement ``call_service``; the admin sets ``user`` to the
+    request's user on the form class it builds per request.
+    """
+
+    user: User | None = None
+    service_result: M | None = None
+
+    def call_service(self) -> M:
+        raise NotImplementedError
+
+    @property
+    def service_wrote(self) -> bool:
+        """Whether the service accepted the form (and so may have written)."""
+        return self.service_result is not None
+
+    def _post_clean(self) -> None:
+        # Instead of ModelForm's model validation: the service checks everything.
+        if self.errors:  # set by full_clean already: this does not validate again
+            return
+        try:
+            # A savepoint: a form that calls two services keeps neither if one refuses.
+            with transaction.atomic():
+                self.service_result = self.call_service()
+        except ValidationError as exc:
+            self.add_service_errors(exc)
+
+    def add_service_errors(self, exc: ValidationError) -> None:
+        """Each message next to the field it names; others (e.g. status) above the form."""
+        if not hasattr(exc, "error_dict"):
+            self.add_error(None, exc)
+            return
+        for field, errors in exc.error_dict.items():
+            if field in self.fields or field == NON_FIELD_ERRORS:
+                self.add_error(None if field == NON_FIELD_ERRORS else field, errors)
+            else:
+                label = self._label_for(field)
+                self.add_error(
+                    None, [f"{label}: {message}" for error in errors for message in error.messages]
+                )
+
+    def _label_for(self, name: str) -> str:
+        try:
+            field = self._meta.model._meta.get_field(name)
+        except FieldDoesNotExist:
+            return name
+        return str(getattr(field, "verbose_name", name)).capitalize()
+
+    def save(self, commit: bool = True) -> M:
+        if self.service_result is None:
+            raise ValueError("The form's service has not accepted it; call is_valid() first.")
+        self.instance = self.service_result
+        return self.instance
+
+    def save_m2m(self) -> None:
+        return None
+
+    def _changed(self, name: str) -> bool:
+        return name in self.fields and name in self.changed_data
+
+
+def _combined(errors: list[ValidationError]) -> ValidationError:
+    by_field: dict[str, list[ValidationError]] = {}
+    for exc in errors:
+        for field, messages in exc.update_error_dict({}).items():
+            by_field.setdefault(field, []).extend(messages)
+    return ValidationError(by_field)
+
+
+def _collect(errors: list[ValidationError], call: Callable[[], M], fallback: M) -> M:
+    try:
+        return call()
+    except ValidationError as exc:
+        errors.append(exc)
+        return fallback
+
+
+# --- Jobs -----------------------------------------------------------------------------------------
+
+
+class JobAddForm(ServiceModelForm[Job]):
+    """Creates a job with ``services.job_schedule``, owned by the admin user."""
+
+    action = forms.ChoiceField(choices=action_choices)
+    payload = PayloadField(required=False, initial=dict)
+
+    class Meta:
+        model = Job
+        fields = ("name", "action", "payload", "due_at", "time_zone", "precision", "max_attempts")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        helps: dict[str, Callable[[], str]] = {
+            "action": action_help,
+            "payload": payload_help,
+            "due_at": lambda: due_help("When the job runs."),
+            "time_zone": time_zone_help,
+            "precision": precision_help,
+            "max_attempts": max_attempts_help,
+        }
+        for name, help_text in helps.items():
+            if name in self.fields:
+                self.fields[name].help_text = help_text()
+        if "max_attempts" in self.fields and not self.is_bound:
+            self.fields["max_attempts"].initial = settings.SCHEDULES_DEFAULT_MAX_ATTEMPTS
+
+    def call_service(self) -> Job:
+        data = self.cleaned_data
+        return services.job_schedule(
+            action=data["action"],
+            payload=data.get("payload") or {},
+            due_at=data["due_at"],
+            precision=data["precision"],
+            max_attempts=data["max_attempts"],
+            name=data.get("name", ""),
+            time_zone=data["time_zone"],
+            owner=self.user,
+        )
+
+
+class JobChangeForm(ServiceModelForm[Job]):
+    """Edits a scheduled job: name, payload and attempts with ``services.job_update``, the due
+    time with ``services.job_reschedule``; only what changed is sent."""
+
+    payload = PayloadField(required=False)
+
+    class Meta:
+        model = Job
+        fields = ("name", "payload", "due_at", "max_attempts")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        helps: dict[str, Callable[[], str]] = {
+            "payload": lambda: payload_help(self.instance.action),
+            "due_at": lambda: due_help(
+                "When the job runs. Changing it reschedules the job: the old timer is disarmed "
+                "and a message already sent for the old time is skipped."
+            ),
+            "max_attempts": max_attempts_help,
+        }
+        for name, help_text in helps.items():
+            if name in self.fields:
+                self.fields[name].help_text = help_text()
+
+    def call_service(self) -> Job:
+        job = self.instance
+        data = self.cleaned_data
+        errors: list[ValidationError] = []
+        if any(self._changed(name) for name in ("name", "payload", "max_attempts")):
+            payload = (data.get("payload") or {}) if self._changed("payload") else None
+            name = data["name"] if self._changed("name") else None
+            attempts = data["max_attempts"] if self._changed("max_attempts") else None
+            job = _collect(
+                errors,
+                lambda: services.job_update(
+                    job=job, payload=payload, name=name, max_attempts=attempts
+                ),
+                job,
+            )
+        if self._changed("due_at"):
+            due_at = data["due_at"]
+            job = _collect(errors, lambda: services.job_reschedule(job=job, due_at=due_at), job)
+        if errors:
+            raise _combined(errors)
+        return job
+
+
+# --- Classrooms -----------------------------------------------------------------------------------
+
+
+class ClassroomAddForm(ServiceModelForm[Classroom]):
+    """Creates a classroom and its steps with ``services.classroom_create``."""
+
+    class Meta:
+        model = Classroom
+        fields = (
+            "title",
+            "recording_service_ref",
+            "start",
+            "end",
+            "live_ping_interval",
+            "time_zone",
+            "precision",
+        )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        helps: dict[str, Callable[[], str]] = {
+            "start": lambda: due_help("The recording starts at this time."),
+            "end": lambda: "The recording stops at this time; it must be after the start.",
+            "live_ping_interval": ping_help,
+            "time_zone": time_zone_help,
+            "precision": precision_help,
+        }
+        for name, help_text in helps.items():
+            if name in self.fields:
+                self.fields[name].help_text = help_text()
+        if "live_ping_interval" in self.fields and not self.is_bound:
+            self.fields["live_ping_interval"].initial = 60
+
+    def call_service(self) -> Classroom:
+        data = self.cleaned_data
+        return services.classroom_create(
+            title=data["title"],
+            start=data["start"],
+            end=data["end"],
+            recording_service_ref=data["recording_service_ref"],
+            live_ping_interval=data["live_ping_interval"],
+            precision=data["precision"],
+            time_zone=data["time_zone"],
+            owner=self.user,
+        )
+
+
+class ClassroomChangeForm(ServiceModelForm[Classroom]):
+    """Edits a classroom with ``services.classroom_update``; only what changed is sent."""
+
+    class Meta:
+        model = Classroom
+        fields = ("title", "recording_service_ref", "start", "end", "live_ping_interval")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        helps: dict[str, Callable[[], str]] = {
+            "start": lambda: due_help("The recording starts at this time." + REPLAN_HELP),
+            "end": lambda: (
+                "The recording stops at this time; it must be after the start." + REPLAN_HELP
+            ),
+            "live_ping_interval": lambda: ping_help() + REPLAN_HELP,
+        }
+        for name, help_text in helps.items():
+            if name in self.fields:
+                self.fields[name].help_text = help_text()
+
+    def call_service(self) -> Classroom:
+        fields = ("title", "recording_service_ref", "start", "end", "live_ping_interval")
+        changes = {name: self.cleaned_data[name] for name in fields if self._changed(name)}
+        if not changes:
+            return self.instance
+        return services.classroom_update(classroom=self.instance, **changes)
