@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 from celery import Celery
+from django.core.exceptions import ImproperlyConfigured
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "scheduler_project.settings")
 
@@ -43,6 +45,29 @@ def _configure() -> None:
         }
         # The folder transport has no broadcast for remote control.
         app.conf.worker_enable_remote_control = False
+    elif settings.CELERY_BROKER_URL.startswith("sqs://"):
+        _configure_sqs(settings)
+
+
+def _configure_sqs(settings: Any) -> None:
+    """The worker consumes the jobs queue that Step Functions sends to."""
+    if not settings.SCHEDULES_SQS_QUEUE_URL:
+        raise ImproperlyConfigured(
+            "CELERY_BROKER_URL is sqs:// but SCHEDULES_SQS_QUEUE_URL is not set "
+            "(python manage.py aws_provision prints it)."
+        )
+    app.conf.broker_transport_options = {
+        "region": settings.SCHEDULES_AWS_REGION,
+        # Only this queue exists; Celery must not create others.
+        "predefined_queues": {
+            settings.CELERY_TASK_DEFAULT_QUEUE: {"url": settings.SCHEDULES_SQS_QUEUE_URL},
+        },
+        "wait_time_seconds": settings.SCHEDULES_SQS_WAIT_TIME_SECONDS,  # long polling
+        "polling_interval": 0,
+        "visibility_timeout": settings.SCHEDULES_SQS_VISIBILITY_TIMEOUT,
+    }
+    app.conf.task_create_missing_queues = False
+    app.conf.worker_enable_remote_control = False
 
 
 _configure()

@@ -6,6 +6,8 @@ Every variable read here is documented, with its default, in docs/settings.md.
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 import environ
@@ -55,7 +57,6 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
-    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -63,6 +64,11 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
+
+if PRODUCTION:
+    # Serves the admin's static files from STATIC_ROOT (run collectstatic);
+    # in development runserver serves them.
+    MIDDLEWARE.insert(1, "whitenoise.middleware.WhiteNoiseMiddleware")
 
 ROOT_URLCONF = "scheduler_project.urls"
 
@@ -101,10 +107,12 @@ if _db["ENGINE"] == "django.db.backends.sqlite3":
     )
     # A file, not memory: end-to-end tests run the dispatcher and the worker in
     # other processes that must see the test database.
-    _db["TEST"] = {"NAME": str(DATA_DIR / "test-db.sqlite3")}
-else:
-    _db["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
-    _db["CONN_HEALTH_CHECKS"] = True
+    # One file per test run, so two runs at once never share it.
+    _db["TEST"] = {"NAME": str(Path(tempfile.gettempdir()) / f"schedules-test-{os.getpid()}.db")}
+# Keep connections between requests and between Celery tasks (the worker
+# would otherwise reconnect for every task).
+_db["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
+_db["CONN_HEALTH_CHECKS"] = True
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -202,10 +210,29 @@ SCHEDULES_RECORDING_TOKEN = env.str("SCHEDULES_RECORDING_TOKEN", default="")
 SCHEDULES_RECORDING_CONNECT_TIMEOUT = env.float("SCHEDULES_RECORDING_CONNECT_TIMEOUT", default=3.05)
 SCHEDULES_RECORDING_READ_TIMEOUT = env.float("SCHEDULES_RECORDING_READ_TIMEOUT", default=10.0)
 
+# --- AWS ------------------------------------------------------------------------------
+# Credentials come from the standard chain (environment, profile, instance role);
+# endpoints from AWS_ENDPOINT_URL / AWS_ENDPOINT_URL_<SERVICE> (read by boto3 itself).
+SCHEDULES_AWS_REGION = env.str(
+    "SCHEDULES_AWS_REGION", default=env.str("AWS_DEFAULT_REGION", default="us-east-1")
+)
+SCHEDULES_AWS_MAX_ATTEMPTS = env.int("SCHEDULES_AWS_MAX_ATTEMPTS", default=5)
+SCHEDULES_AWS_CONNECT_TIMEOUT = env.float("SCHEDULES_AWS_CONNECT_TIMEOUT", default=5.0)
+SCHEDULES_AWS_READ_TIMEOUT = env.float("SCHEDULES_AWS_READ_TIMEOUT", default=30.0)
+SCHEDULES_AWS_NAME_PREFIX = env.str("SCHEDULES_AWS_NAME_PREFIX", default="schedules")
+SCHEDULES_SFN_STATE_MACHINE_ARN = env.str("SCHEDULES_SFN_STATE_MACHINE_ARN", default="")
+SCHEDULES_SQS_QUEUE_URL = env.str("SCHEDULES_SQS_QUEUE_URL", default="")
+SCHEDULES_SQS_MAX_RECEIVE_COUNT = env.int("SCHEDULES_SQS_MAX_RECEIVE_COUNT", default=5)
+SCHEDULES_SQS_WAIT_TIME_SECONDS = env.int("SCHEDULES_SQS_WAIT_TIME_SECONDS", default=10)
+
 # Celery's hard time limit stays inside the claim lease, so a task can never
 # outlive its lease and be taken over while it is still running.
 CELERY_TASK_TIME_LIMIT = max(SCHEDULES_LEASE_SECONDS - 30, 10)
 CELERY_TASK_SOFT_TIME_LIMIT = max(CELERY_TASK_TIME_LIMIT - 10, 5)
+# An SQS message stays invisible while a worker holds it: longer than any task.
+SCHEDULES_SQS_VISIBILITY_TIMEOUT = env.int(
+    "SCHEDULES_SQS_VISIBILITY_TIMEOUT", default=SCHEDULES_LEASE_SECONDS + 60
+)
 
 # --- Logging ------------------------------------------------------------------------
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")

@@ -19,8 +19,9 @@ def check_engines(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMe
             get_engine(name)
         except ImproperlyConfigured as exc:
             errors.append(
-                checks.Error(str(exc), hint=f"Fix SCHEDULES_ENGINES[{precision!r}].",
-                             id="schedules.E001")
+                checks.Error(
+                    str(exc), hint=f"Fix SCHEDULES_ENGINES[{precision!r}].", id="schedules.E001"
+                )
             )
     return errors
 

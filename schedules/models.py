@@ -47,7 +47,10 @@ class Job(models.Model):
         max_length=16, choices=PlanStatus.choices, default=PlanStatus.SCHEDULED, editable=False
     )
     owner = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
         related_name="scheduled_jobs",
     )
     created_at = models.DateTimeField(auto_now_add=True)
@@ -88,7 +91,10 @@ class Classroom(models.Model):
         max_length=16, choices=PlanStatus.choices, default=PlanStatus.SCHEDULED, editable=False
     )
     owner = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
         related_name="classrooms",
     )
     created_at = models.DateTimeField(auto_now_add=True)
@@ -101,7 +107,9 @@ class Classroom(models.Model):
             models.Index(fields=["start"], name="classroom_start"),
         ]
         constraints = [
-            models.CheckConstraint(condition=Q(end__gt=F("start")), name="classroom_end_after_start"),
+            models.CheckConstraint(
+                condition=Q(end__gt=F("start")), name="classroom_end_after_start"
+            ),
             models.CheckConstraint(
                 condition=Q(live_ping_interval__gte=1), name="classroom_ping_interval_positive"
             ),
@@ -138,7 +146,9 @@ class Step(models.Model):
     carrying another version is skipped by the worker.
     """
 
-    job = models.ForeignKey(Job, null=True, blank=True, on_delete=models.CASCADE, related_name="steps")
+    job = models.ForeignKey(
+        Job, null=True, blank=True, on_delete=models.CASCADE, related_name="steps"
+    )
     classroom = models.ForeignKey(
         Classroom, null=True, blank=True, on_delete=models.CASCADE, related_name="steps"
     )
@@ -149,7 +159,9 @@ class Step(models.Model):
     due_at = models.DateTimeField(help_text="When the engine releases this step (UTC).")
     version = models.PositiveIntegerField(default=1)
     state = models.CharField(max_length=16, choices=StepState.choices, default=StepState.SCHEDULED)
-    precision = models.CharField(max_length=16, choices=Precision.choices, default=Precision.PRECISE)
+    precision = models.CharField(
+        max_length=16, choices=Precision.choices, default=Precision.PRECISE
+    )
     engine = models.CharField(max_length=32, help_text="Engine holding this step's timer.")
     external_ref = models.CharField(
         max_length=2048, blank=True, help_text="The engine's reference for the armed timer."
@@ -172,7 +184,8 @@ class Step(models.Model):
             models.Index(fields=["state", "due_at"], name="step_state_due"),
             # The arm sweep: steps waiting for their engine, by due time.
             models.Index(
-                fields=["due_at"], name="step_unarmed_due",
+                fields=["due_at"],
+                name="step_unarmed_due",
                 condition=Q(arm_state__in=["unarmed", "error"], state="scheduled"),
             ),
             models.Index(fields=["due_at"], name="step_due"),
@@ -208,7 +221,9 @@ class Run(models.Model):
 
     step = models.ForeignKey(Step, on_delete=models.CASCADE, related_name="runs")
     # Denormalized owner links so runs list inline on their job or classroom.
-    job = models.ForeignKey(Job, null=True, blank=True, on_delete=models.CASCADE, related_name="runs")
+    job = models.ForeignKey(
+        Job, null=True, blank=True, on_delete=models.CASCADE, related_name="runs"
+    )
     classroom = models.ForeignKey(
         Classroom, null=True, blank=True, on_delete=models.CASCADE, related_name="runs"
     )

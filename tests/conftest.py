@@ -9,6 +9,8 @@ from django.utils import timezone
 
 from schedules.engines import ENGINE_ALIASES, Engine, Timer, TimerStatus, get_engine
 
+pytest_plugins = ["tests.fixtures_aws"]
+
 
 class RecordingEngine(Engine):
     """A test engine that records every call (the real local engine does no I/O to observe)."""

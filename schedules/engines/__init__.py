@@ -27,6 +27,7 @@ __all__ = [
 
 ENGINE_ALIASES: dict[str, str] = {
     "local": "schedules.engines.local.LocalEngine",
+    "stepfunctions": "schedules.engines.stepfunctions.StepFunctionsEngine",
 }
 
 

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 from django.conf import settings
 from django.db import connection, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from ..models import Step, StepState
@@ -64,6 +65,9 @@ def steps_redeliver_lost(*, now: dt.datetime | None = None, limit: int = 1000) -
     """Republish steps whose message or worker was lost. Returns how many.
 
     * queued for longer than SCHEDULES_REDELIVER_AFTER and never claimed;
+    * held by another engine (Step Functions, ...) and overdue by more than
+      SCHEDULES_REDELIVER_AFTER: its timer failed or its message was lost, so
+      the database releases it directly;
     * running past their lease (the worker died): the next attempt takes over
       and says the lost one may have had its effect.
 
@@ -72,15 +76,25 @@ def steps_redeliver_lost(*, now: dt.datetime | None = None, limit: int = 1000) -
     now = now or timezone.now()
     stale = now - dt.timedelta(seconds=settings.SCHEDULES_REDELIVER_AFTER)
     with transaction.atomic():
-        queued = Step.objects.filter(state=StepState.QUEUED, queued_at__lt=stale)
-        expired = Step.objects.filter(state=StepState.RUNNING, lease_until__lt=now)
-        if connection.features.has_select_for_update_skip_locked:
-            queued = queued.select_for_update(skip_locked=True)
-            expired = expired.select_for_update(skip_locked=True)
-        rows = list(queued.values_list("pk", "version")[:limit])
-        rows += list(expired.values_list("pk", "version")[: max(limit - len(rows), 0)])
+        lost = [
+            Step.objects.filter(state=StepState.QUEUED, queued_at__lt=stale),
+            # (not again until SCHEDULES_REDELIVER_AFTER after the last try)
+            Step.objects.filter(state=StepState.RUNNING, lease_until__lt=now).filter(
+                Q(queued_at__isnull=True) | Q(queued_at__lt=stale)
+            ),
+            Step.objects.filter(state=StepState.SCHEDULED, due_at__lt=stale).exclude(engine=LOCAL),
+        ]
+        rows: list[tuple[int, int]] = []
+        for query in lost:
+            if connection.features.has_select_for_update_skip_locked:
+                query = query.select_for_update(skip_locked=True)
+            rows += list(query.values_list("pk", "version")[: max(limit - len(rows), 0)])
         if rows:
-            Step.objects.filter(pk__in=[pk for pk, _ in rows]).update(queued_at=now)
+            ids = [pk for pk, _ in rows]
+            Step.objects.filter(pk__in=ids, state=StepState.SCHEDULED).update(
+                state=StepState.QUEUED
+            )
+            Step.objects.filter(pk__in=ids).update(queued_at=now)
     for step_id, version in rows:
         logger.warning("redelivering step %s v%s (message or worker lost)", step_id, version)
     steps_publish(rows)

@@ -297,8 +297,10 @@ def step_execute(*, step_id: int, version: int, worker: str = "") -> Run | None:
         now = timezone.now()
     run = _claim(step, version, now, worker)
     if run is None:
+        # The step changed since it was read (during an early hold, say): say why.
         step.refresh_from_db()
-        return _record_skip(step, version, "another delivery claimed the step first", worker)
+        reason = _skip_reason(step, version, timezone.now())
+        return _record_skip(step, version, reason or "another delivery claimed it first", worker)
     step.attempts = run.attempt
     outcome, started = _run_action(step, run)
     return _finish(step, run, outcome, started)

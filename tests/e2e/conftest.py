@@ -19,8 +19,6 @@ from typing import Any
 import pytest
 from django.db import connection
 
-from workers.backends.recording import get_recording_backend
-
 ROOT = Path(__file__).resolve().parents[2]
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 
@@ -42,6 +40,7 @@ class RecordingService(BaseHTTPRequestHandler):
 
     calls: list[tuple[float, str, dict[str, Any]]] = []
     lock = threading.Lock()
+    port = 0
 
     def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
@@ -98,16 +97,26 @@ class Stack:
                 process.wait()
 
 
-@pytest.fixture(params=["filesystem", "redis"])
-def stack(
-    request: pytest.FixtureRequest, transactional_db: None, tmp_path: Path, settings: Any
-) -> Iterator[Stack]:
-    """Dispatcher + Celery worker processes on the test database and a real broker."""
+@pytest.fixture
+def recording_service() -> Iterator[type[RecordingService]]:
     server = ThreadingHTTPServer(("127.0.0.1", 0), RecordingService)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     RecordingService.calls = []
-    queue = f"e2e-{uuid.uuid4().hex[:8]}"
-    broker = "filesystem://" if request.param == "filesystem" else REDIS_URL
+    RecordingService.port = server.server_port
+    yield RecordingService
+    server.shutdown()
+
+
+def start_stack(
+    tmp_path: Path,
+    recording: type[RecordingService],
+    *,
+    broker: str,
+    queue: str,
+    dispatcher: bool = True,
+    **extra_env: str,
+) -> Stack:
+    """Start the dispatcher (optional) and a Celery worker on the test database."""
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "scheduler_project.settings",
@@ -116,13 +125,15 @@ def stack(
         "CELERY_BROKER_URL": broker,
         "CELERY_TASK_DEFAULT_QUEUE": queue,
         "SCHEDULES_RECORDING_BACKEND": "http",
-        "SCHEDULES_RECORDING_URL": f"http://127.0.0.1:{server.server_port}",
+        "SCHEDULES_RECORDING_URL": f"http://127.0.0.1:{recording.port}",
         "SCHEDULES_RECORDING_ALLOWED_HOSTS": "127.0.0.1",
         "PYTHONUNBUFFERED": "1",
+        **extra_env,
     }
     env.pop("EMAIL_URL", None)
-    s = Stack(data_dir=tmp_path, env=env, recording=RecordingService)
-    s.start("manage.py", "run_scheduler", "--sweep-interval", "5", log="dispatcher.log")
+    s = Stack(data_dir=tmp_path, env=env, recording=recording)
+    if dispatcher:
+        s.start("manage.py", "run_scheduler", "--sweep-interval", "5", log="dispatcher.log")
     s.start(
         "-m",
         "celery",
@@ -142,15 +153,26 @@ def stack(
         f"{queue}@%h",
         log="worker.log",
     )
-    # In this process too, so validation and the admin see the same configuration.
-    settings.SCHEDULES_RECORDING_BACKEND = "logging"
-    get_recording_backend.cache_clear()
-    assert settings.CELERY_TASK_DEFAULT_QUEUE  # the test process publishes nothing itself
-    wait_for_worker(s)
+    try:
+        wait_for_worker(s)
+    except BaseException:
+        s.stop()
+        raise
+    return s
+
+
+@pytest.fixture(params=["filesystem", "redis"])
+def stack(
+    request: pytest.FixtureRequest,
+    transactional_db: None,
+    tmp_path: Path,
+    recording_service: type[RecordingService],
+) -> Iterator[Stack]:
+    """Dispatcher + Celery worker processes on the test database and a real broker."""
+    broker = "filesystem://" if request.param == "filesystem" else REDIS_URL
+    s = start_stack(tmp_path, recording_service, broker=broker, queue=f"e2e-{uuid.uuid4().hex[:8]}")
     yield s
     s.stop()
-    server.shutdown()
-    get_recording_backend.cache_clear()
 
 
 def wait_for_worker(stack: Stack, timeout: float = 60) -> None:

@@ -171,7 +171,35 @@ def test_lost_messages_and_dead_workers_are_redelivered(settings, monkeypatch):
         state=StepState.RUNNING, lease_until=now - dt.timedelta(seconds=1)
     )
     Step.objects.filter(pk=fresh.pk).update(state=StepState.QUEUED, queued_at=now)
+    # An engine timer that never delivered (e.g. a failed Step Functions execution).
+    undelivered = services.job_schedule(action="noop", due_at=now).steps.get()
+    Step.objects.filter(pk=undelivered.pk).update(
+        engine="stepfunctions", due_at=now - dt.timedelta(minutes=5)
+    )
+    not_yet = services.job_schedule(action="noop", due_at=now).steps.get()
+    Step.objects.filter(pk=not_yet.pk).update(engine="stepfunctions")
     published: list[tuple[int, int]] = []
     monkeypatch.setattr("schedules.services.dispatch.steps_publish", published.extend)
-    assert services.steps_redeliver_lost(now=now) == 2
-    assert sorted(published) == sorted([(queued.pk, 1), (running.pk, 1)])
+    assert services.steps_redeliver_lost(now=now) == 3
+    assert sorted(published) == sorted([(queued.pk, 1), (running.pk, 1), (undelivered.pk, 1)])
+    undelivered.refresh_from_db()
+    assert undelivered.state == StepState.QUEUED and undelivered.queued_at == now
+    # Nothing is republished again before SCHEDULES_REDELIVER_AFTER passes.
+    published.clear()
+    assert services.steps_redeliver_lost(now=now + dt.timedelta(seconds=30)) == 0
+
+
+def test_a_reschedule_during_the_early_hold_wins(settings, monkeypatch):
+    settings.SCHEDULES_EARLY_HOLD_MAX = 5
+    job = services.job_schedule(action="noop", due_at=timezone.now() + dt.timedelta(seconds=1))
+    step = job.steps.get()
+
+    def reschedule_instead_of_sleeping(seconds: float) -> None:
+        services.job_reschedule(job=job, due_at=timezone.now() + dt.timedelta(hours=1))
+
+    monkeypatch.setattr("schedules.services.execution.time.sleep", reschedule_instead_of_sleeping)
+    run = services.step_execute(step_id=step.pk, version=1)
+    assert run.status == RunStatus.SKIPPED
+    assert "stale message: version 1, the step is at version 2" in run.note
+    step.refresh_from_db()
+    assert step.state == StepState.SCHEDULED and step.attempts == 0

@@ -1,0 +1,235 @@
+"""Create or update, idempotently, the AWS resources of the precise engine.
+
+The jobs queue and its dead-letter queue, the IAM role Step Functions assumes
+(allowed only ``sqs:SendMessage`` on the jobs queue), and the state machine.
+``deploy/cloudformation.yaml`` declares the same resources.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from .engines.stepfunctions import render_definition
+
+TRUST_POLICY = {
+    "Version": "2012-10-17",
+    "Statement": [
+        {
+            "Effect": "Allow",
+            "Principal": {"Service": "states.amazonaws.com"},
+            "Action": "sts:AssumeRole",
+        }
+    ],
+}
+ROLE_POLICY_NAME = "send-to-jobs-queue"
+DLQ_RETENTION_SECONDS = 14 * 24 * 3600
+
+
+def role_policy(queue_arn: str) -> dict[str, Any]:
+    """Least privilege: the state machine may only send to the jobs queue."""
+    return {
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Action": "sqs:SendMessage", "Resource": queue_arn}],
+    }
+
+
+@dataclass
+class Change:
+    resource: str
+    name: str
+    action: str  # created, updated, unchanged
+    arn: str = ""
+
+
+@dataclass
+class ProvisionResult:
+    queue_url: str = ""
+    queue_arn: str = ""
+    dlq_url: str = ""
+    dlq_arn: str = ""
+    role_arn: str = ""
+    state_machine_arn: str = ""
+    changes: list[Change] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _code(exc: Exception) -> str:
+    response = getattr(exc, "response", None) or {}
+    return str(response.get("Error", {}).get("Code", ""))
+
+
+@dataclass
+class Provisioner:
+    sqs: Any
+    iam: Any
+    sfn: Any
+    queue_name: str
+    state_machine_name: str
+    role_name: str
+    max_receive_count: int
+    visibility_timeout: int
+    wait_time_seconds: int
+    role_wait_seconds: float = 60.0
+    result: ProvisionResult = field(default_factory=ProvisionResult)
+
+    def run(self) -> ProvisionResult:
+        self.result.dlq_url, self.result.dlq_arn = self._queue(
+            f"{self.queue_name}-dlq", {"MessageRetentionPeriod": str(DLQ_RETENTION_SECONDS)}
+        )
+        redrive = {
+            "deadLetterTargetArn": self.result.dlq_arn,
+            "maxReceiveCount": str(self.max_receive_count),
+        }
+        self.result.queue_url, self.result.queue_arn = self._queue(
+            self.queue_name,
+            {
+                "VisibilityTimeout": str(self.visibility_timeout),
+                "ReceiveMessageWaitTimeSeconds": str(self.wait_time_seconds),
+                "RedrivePolicy": json.dumps(redrive, separators=(",", ":")),
+            },
+        )
+        role_created = self._role()
+        self._state_machine(role_created)
+        return self.result
+
+    def _queue(self, name: str, attributes: dict[str, str]) -> tuple[str, str]:
+        try:
+            url = self.sqs.get_queue_url(QueueName=name)["QueueUrl"]
+        except Exception as exc:
+            if _code(exc) not in {"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"}:
+                raise
+            url = self.sqs.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"]
+            action = "created"
+        else:
+            current = self.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])[
+                "Attributes"
+            ]
+            differs = {k: v for k, v in attributes.items() if not _same(current.get(k), v)}
+            if differs:
+                self.sqs.set_queue_attributes(QueueUrl=url, Attributes=differs)
+            action = "updated" if differs else "unchanged"
+        arn = self.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])[
+            "Attributes"
+        ]["QueueArn"]
+        self.result.changes.append(Change("sqs queue", name, action, arn))
+        return url, arn
+
+    def _role(self) -> bool:
+        policy = role_policy(self.result.queue_arn)
+        try:
+            role = self.iam.get_role(RoleName=self.role_name)["Role"]
+        except Exception as exc:
+            if _code(exc) != "NoSuchEntity":
+                raise
+            role = self.iam.create_role(
+                RoleName=self.role_name,
+                AssumeRolePolicyDocument=json.dumps(TRUST_POLICY),
+                Description="Assumed by the schedules state machine to send step messages.",
+            )["Role"]
+            self.iam.put_role_policy(
+                RoleName=self.role_name,
+                PolicyName=ROLE_POLICY_NAME,
+                PolicyDocument=json.dumps(policy),
+            )
+            self.result.role_arn = role["Arn"]
+            self.result.changes.append(Change("iam role", self.role_name, "created", role["Arn"]))
+            return True
+        changed = False
+        if not _same_policy(role.get("AssumeRolePolicyDocument"), TRUST_POLICY):
+            self.iam.update_assume_role_policy(
+                RoleName=self.role_name, PolicyDocument=json.dumps(TRUST_POLICY)
+            )
+            changed = True
+        try:
+            current = self.iam.get_role_policy(
+                RoleName=self.role_name, PolicyName=ROLE_POLICY_NAME
+            )["PolicyDocument"]
+        except Exception as exc:
+            if _code(exc) != "NoSuchEntity":
+                raise
+            current = None
+        if not _same_policy(current, policy):
+            self.iam.put_role_policy(
+                RoleName=self.role_name,
+                PolicyName=ROLE_POLICY_NAME,
+                PolicyDocument=json.dumps(policy),
+            )
+            changed = True
+        self.result.role_arn = role["Arn"]
+        self.result.changes.append(
+            Change("iam role", self.role_name, "updated" if changed else "unchanged", role["Arn"])
+        )
+        return False
+
+    def _state_machine(self, role_just_created: bool) -> None:
+        definition = render_definition(queue_url=self.result.queue_url, queue_name=self.queue_name)
+        arn = self._find_state_machine()
+        if arn is None:
+            arn = self._with_role_propagation(
+                role_just_created,
+                lambda: self.sfn.create_state_machine(
+                    name=self.state_machine_name,
+                    definition=json.dumps(definition),
+                    roleArn=self.result.role_arn,
+                    type="STANDARD",
+                )["stateMachineArn"],
+            )
+            action = "created"
+        else:
+            current = self.sfn.describe_state_machine(stateMachineArn=arn)
+            if json.loads(current["definition"]) != definition or (
+                current["roleArn"] != self.result.role_arn
+            ):
+                self.sfn.update_state_machine(
+                    stateMachineArn=arn,
+                    definition=json.dumps(definition),
+                    roleArn=self.result.role_arn,
+                )
+                action = "updated"
+            else:
+                action = "unchanged"
+        self.result.state_machine_arn = arn
+        self.result.changes.append(Change("state machine", self.state_machine_name, action, arn))
+
+    def _find_state_machine(self) -> str | None:
+        for page in self.sfn.get_paginator("list_state_machines").paginate():
+            for machine in page["stateMachines"]:
+                if machine["name"] == self.state_machine_name:
+                    return str(machine["stateMachineArn"])
+        return None
+
+    def _with_role_propagation(self, role_just_created: bool, call: Any) -> str:
+        """A new IAM role takes seconds to be assumable; retry only for that error."""
+        deadline = time.monotonic() + (self.role_wait_seconds if role_just_created else 0)
+        while True:
+            try:
+                return str(call())
+            except Exception as exc:
+                if _code(exc) != "AccessDeniedException" or time.monotonic() > deadline:
+                    raise
+                time.sleep(3)
+
+
+def _same(current: str | None, wanted: str) -> bool:
+    if current is None:
+        return False
+    try:
+        a, b = json.loads(current), json.loads(wanted)
+    except ValueError:
+        return current == wanted
+    if isinstance(a, dict) and isinstance(b, dict):  # AWS may return numbers as strings
+        return {k: str(v) for k, v in a.items()} == {k: str(v) for k, v in b.items()}
+    return bool(a == b)
+
+
+def _same_policy(current: Any, wanted: dict[str, Any]) -> bool:
+    if isinstance(current, str):
+        from urllib.parse import unquote
+
+        current = json.loads(unquote(current))
+    return bool(current == wanted)
