@@ -249,3 +249,32 @@ def test_throttling_and_5xx_are_retried_with_backoff(monkeypatch, settings):
         server.shutdown()
         aws_client_reset()
     assert seen == ["AWSStepFunctions.StartExecution"] * 4
+
+
+def test_provision_without_permission_names_the_refused_call(monkeypatch):
+    import boto3
+    from botocore.stub import Stubber
+    from django.core.management.base import CommandError
+
+    clients = {
+        name: boto3.client(
+            name, region_name="us-east-1", aws_access_key_id="k", aws_secret_access_key="s"
+        )
+        for name in ("sqs", "iam", "stepfunctions")
+    }
+    stub = Stubber(clients["sqs"])
+    stub.add_client_error(
+        "get_queue_url",
+        service_error_code="AccessDenied",
+        http_status_code=403,
+        service_message="User: arn:aws:iam::1:user/ci is not authorized to perform: "
+        "sqs:getqueueurl",
+    )
+    monkeypatch.setattr(
+        "schedules.management.commands.aws_provision.aws_client", clients.__getitem__
+    )
+    with stub, pytest.raises(CommandError) as info:
+        call_command("aws_provision")
+    message = str(info.value)
+    assert "AWS refused GetQueueUrl" in message and "not authorized" in message
+    assert "docs/aws.md" in message
