@@ -227,8 +227,8 @@ SCHEDULES_SQS_WAIT_TIME_SECONDS = env.int("SCHEDULES_SQS_WAIT_TIME_SECONDS", def
 
 # Celery's hard time limit stays inside the claim lease, so a task can never
 # outlive its lease and be taken over while it is still running.
-CELERY_TASK_TIME_LIMIT = max(SCHEDULES_LEASE_SECONDS - 30, 10)
-CELERY_TASK_SOFT_TIME_LIMIT = max(CELERY_TASK_TIME_LIMIT - 10, 5)
+CELERY_TASK_TIME_LIMIT = SCHEDULES_LEASE_SECONDS - min(30.0, SCHEDULES_LEASE_SECONDS / 5)
+CELERY_TASK_SOFT_TIME_LIMIT = CELERY_TASK_TIME_LIMIT - min(10.0, CELERY_TASK_TIME_LIMIT / 5)
 # An SQS message stays invisible while a worker holds it: longer than any task.
 SCHEDULES_SQS_VISIBILITY_TIMEOUT = env.int(
     "SCHEDULES_SQS_VISIBILITY_TIMEOUT", default=SCHEDULES_LEASE_SECONDS + 60

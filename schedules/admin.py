@@ -279,7 +279,7 @@ class RunInline(ReadOnlyInline[Run]):
 # --- Changelists for big tables ---------------------------------------------------------------
 
 
-class CappedCountPaginator(Paginator):
+class CappedCountPaginator(Paginator):  # type: ignore[type-arg]  # generic in the stubs only
     """Counts at most ``cap + 1`` rows, so a changelist never counts a million-row table.
 
     Past the cap the page links stop at the cap and the total reads "more than

@@ -92,7 +92,9 @@ def _redefer(step: Step, version: int, worker: str, early: float) -> Run | None:
         return _record_skip(step, version, f"arrived {early:.1f} s early; re-armed", worker)
 
 
-def _claim(step: Step, version: int, now: dt.datetime, worker: str) -> Run | None:
+def _claim(
+    step: Step, version: int, now: dt.datetime, worker: str
+) -> tuple[Run, dt.datetime] | None:
     """One conditional UPDATE takes the lease; only one delivery can win it."""
     observed = Step.objects.filter(pk=step.pk, version=version, state=step.state)
     if step.state == StepState.RUNNING:
@@ -124,7 +126,7 @@ def _claim(step: Step, version: int, now: dt.datetime, worker: str) -> Run | Non
             Job.objects.filter(pk=step.job_id).exclude(status=PlanStatus.CANCELLED).update(
                 status=PlanStatus.RUNNING
             )
-        return Run.objects.create(
+        run = Run.objects.create(
             step=step,
             job_id=step.job_id,
             classroom_id=step.classroom_id,
@@ -138,6 +140,7 @@ def _claim(step: Step, version: int, now: dt.datetime, worker: str) -> Run | Non
             uncertain=takeover and _has_side_effects(step.action),
             note=note,
         )
+    return run, lease_until
 
 
 def _has_side_effects(action: str) -> bool:
@@ -207,9 +210,18 @@ def _refresh_owner(step: Step, step_state: str) -> None:
         classroom.update(status=PlanStatus.FAILED)
 
 
-def _finish(step: Step, run: Run, outcome: Outcome, started: dt.datetime) -> Run:
+def _finish(
+    step: Step, run: Run, outcome: Outcome, started: dt.datetime, lease_until: dt.datetime
+) -> Run:
     now = timezone.now()
-    live = Step.objects.filter(pk=step.pk, version=run.version, state=StepState.RUNNING)
+    # Fenced by version and by this attempt's own lease: an attempt that lost its
+    # lease (taken over) cannot overwrite the step.
+    live = Step.objects.filter(
+        pk=step.pk,
+        version=run.version,
+        state=StepState.RUNNING,
+        lease_until=lease_until,
+    )
     with transaction.atomic():
         if outcome.status == RunStatus.RETRYING and run.attempt >= step.max_attempts:
             outcome.status = RunStatus.FAILED
@@ -233,9 +245,18 @@ def _finish(step: Step, run: Run, outcome: Outcome, started: dt.datetime) -> Run
             new_state = StepState.FAILED
             changed = live.update(state=new_state, lease_until=None)
         if not changed:
-            outcome.note = (
-                f"{outcome.note}; the step was cancelled or rescheduled while it ran".lstrip("; ")
+            current = Step.objects.filter(pk=step.pk).values_list("version", "state").first()
+            lease_lost = (
+                current is not None
+                and current[0] == run.version
+                and (current[1] != StepState.CANCELLED)
             )
+            why = (
+                "its lease expired and another attempt took over"
+                if lease_lost
+                else "the step was cancelled or rescheduled while it ran"
+            )
+            outcome.note = f"{outcome.note}; {why}".lstrip("; ")
             if outcome.status == RunStatus.RETRYING:
                 outcome.status = RunStatus.FAILED
         else:
@@ -295,12 +316,13 @@ def step_execute(*, step_id: int, version: int, worker: str = "") -> Run | None:
             return _redefer(step, version, worker, early)
         time.sleep(early)
         now = timezone.now()
-    run = _claim(step, version, now, worker)
-    if run is None:
+    claim = _claim(step, version, now, worker)
+    if claim is None:
         # The step changed since it was read (during an early hold, say): say why.
         step.refresh_from_db()
         reason = _skip_reason(step, version, timezone.now())
         return _record_skip(step, version, reason or "another delivery claimed it first", worker)
+    run, lease_until = claim
     step.attempts = run.attempt
     outcome, started = _run_action(step, run)
-    return _finish(step, run, outcome, started)
+    return _finish(step, run, outcome, started, lease_until)

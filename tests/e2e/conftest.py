@@ -75,6 +75,52 @@ class Stack:
         self.processes.append(process)
         return process
 
+    def start_dispatcher(self, sweep_interval: float = 5) -> subprocess.Popen[bytes]:
+        return self.start(
+            "manage.py",
+            "run_scheduler",
+            "--sweep-interval",
+            str(sweep_interval),
+            log=f"dispatcher-{len(self.processes)}.log",
+        )
+
+    def start_worker(self) -> subprocess.Popen[bytes]:
+        """A Celery worker consuming the stack's queue; returns once it is ready."""
+        queue = self.env["CELERY_TASK_DEFAULT_QUEUE"]
+        log = f"worker-{len(self.processes)}.log"
+        process = self.start(
+            "-m",
+            "celery",
+            "-A",
+            "scheduler_project",
+            "worker",
+            "--concurrency",
+            "2",
+            "--loglevel",
+            "INFO",
+            "--without-heartbeat",
+            "--without-gossip",
+            "--without-mingle",
+            "-Q",
+            queue,
+            "-n",
+            f"{queue}-{len(self.processes)}@%h",
+            log=log,
+        )
+        self.wait_for_log(log, "ready.")
+        return process
+
+    def wait_for_log(self, name: str, text: str, timeout: float = 60) -> None:
+        deadline = time.time() + timeout
+        log = self.data_dir / name
+        while time.time() < deadline:
+            if log.exists() and text in log.read_text(errors="replace"):
+                return
+            if any(p.poll() not in (None, 0, -signal.SIGKILL) for p in self.processes):
+                pytest.fail(f"a process exited early:\n{self.logs()}")
+            time.sleep(0.1)
+        pytest.fail(f"{name} did not show {text!r} in {timeout} s:\n{self.logs()}")
+
     def mail(self) -> list[Path]:
         folder = self.data_dir / "mail"
         return sorted(folder.iterdir()) if folder.exists() else []
@@ -114,6 +160,7 @@ def start_stack(
     broker: str,
     queue: str,
     dispatcher: bool = True,
+    worker: bool = True,
     **extra_env: str,
 ) -> Stack:
     """Start the dispatcher (optional) and a Celery worker on the test database."""
@@ -132,29 +179,11 @@ def start_stack(
     }
     env.pop("EMAIL_URL", None)
     s = Stack(data_dir=tmp_path, env=env, recording=recording)
-    if dispatcher:
-        s.start("manage.py", "run_scheduler", "--sweep-interval", "5", log="dispatcher.log")
-    s.start(
-        "-m",
-        "celery",
-        "-A",
-        "scheduler_project",
-        "worker",
-        "--concurrency",
-        "2",
-        "--loglevel",
-        "INFO",
-        "--without-heartbeat",
-        "--without-gossip",
-        "--without-mingle",
-        "-Q",
-        queue,
-        "-n",
-        f"{queue}@%h",
-        log="worker.log",
-    )
     try:
-        wait_for_worker(s)
+        if dispatcher:
+            s.start_dispatcher()
+        if worker:
+            s.start_worker()
     except BaseException:
         s.stop()
         raise
@@ -173,16 +202,3 @@ def stack(
     s = start_stack(tmp_path, recording_service, broker=broker, queue=f"e2e-{uuid.uuid4().hex[:8]}")
     yield s
     s.stop()
-
-
-def wait_for_worker(stack: Stack, timeout: float = 60) -> None:
-    deadline = time.time() + timeout
-    log = stack.data_dir / "worker.log"
-    while time.time() < deadline:
-        if log.exists() and "ready." in log.read_text(errors="replace"):
-            return
-        for process in stack.processes:
-            if process.poll() is not None:
-                pytest.fail(f"a process exited early:\n{stack.logs()}")
-        time.sleep(0.1)
-    pytest.fail(f"the worker did not start in {timeout} s:\n{stack.logs()}")

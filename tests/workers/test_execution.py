@@ -203,3 +203,34 @@ def test_a_reschedule_during_the_early_hold_wins(settings, monkeypatch):
     assert "stale message: version 1, the step is at version 2" in run.note
     step.refresh_from_db()
     assert step.state == StepState.SCHEDULED and step.attempts == 0
+
+
+def test_an_attempt_that_lost_its_lease_cannot_finish_the_step():
+    """If an attempt outlives its lease and is taken over, only the taker settles the step."""
+    job = services.job_schedule(action="noop", due_at=timezone.now())
+    step = job.steps.get()
+
+    @register("outlives_lease", payload=NoopPayload, description="test")
+    def outlives_lease(ctx: Any, payload: Any) -> dict[str, Any]:
+        # Another worker took the step over while this attempt was still running.
+        Step.objects.filter(pk=ctx.step_id).update(
+            lease_until=timezone.now() + dt.timedelta(minutes=5)
+        )
+        return {}
+
+    try:
+        Step.objects.filter(pk=step.pk).update(action="outlives_lease")
+        run = services.step_execute(step_id=step.pk, version=1)
+    finally:
+        REGISTRY.pop("outlives_lease")
+    assert run.status == RunStatus.SUCCEEDED
+    assert "its lease expired and another attempt took over" in run.note
+    step.refresh_from_db()
+    assert step.state == StepState.RUNNING  # still owned by the attempt that took over
+
+
+def test_celery_time_limits_stay_inside_the_lease(settings):
+    from scheduler_project import settings as project_settings
+
+    assert project_settings.CELERY_TASK_SOFT_TIME_LIMIT < project_settings.CELERY_TASK_TIME_LIMIT
+    assert project_settings.CELERY_TASK_TIME_LIMIT < project_settings.SCHEDULES_LEASE_SECONDS
