@@ -21,8 +21,8 @@ from django.contrib import admin, messages
 from django.contrib.admin.views.main import ChangeList
 from django.contrib.auth.models import User
 from django.core.exceptions import ImproperlyConfigured, ValidationError
-from django.db import models, router, transaction
 from django.core.paginator import Paginator
+from django.db import models, router, transaction
 from django.db.models import OuterRef, Q, QuerySet, Subquery
 from django.forms import BaseInlineFormSet, ModelForm
 from django.http import HttpRequest, HttpResponse
