@@ -25,6 +25,11 @@ TRUST_POLICY = {
     ],
 }
 ROLE_POLICY_NAME = "send-to-jobs-queue"
+#: Lambda event filter: only TTL removals reach the forwarder function.
+TTL_REMOVAL_FILTER = {
+    "eventName": ["REMOVE"],
+    "userIdentity": {"type": ["Service"], "principalId": ["dynamodb.amazonaws.com"]},
+}
 DLQ_RETENTION_SECONDS = 14 * 24 * 3600
 
 
@@ -52,6 +57,8 @@ class ProvisionResult:
     dlq_arn: str = ""
     role_arn: str = ""
     state_machine_arn: str = ""
+    table_name: str = ""
+    stream_arn: str = ""
     changes: list[Change] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
@@ -74,6 +81,10 @@ class Provisioner:
     max_receive_count: int
     visibility_timeout: int
     wait_time_seconds: int
+    dynamodb: Any = None
+    table_name: str = ""
+    lambda_client: Any = None
+    forwarder_function_arn: str = ""
     role_wait_seconds: float = 60.0
     result: ProvisionResult = field(default_factory=ProvisionResult)
 
@@ -95,6 +106,10 @@ class Provisioner:
         )
         role_created = self._role()
         self._state_machine(role_created)
+        if self.dynamodb is not None:
+            self._timer_table()
+            if self.forwarder_function_arn:
+                self._event_source_mapping()
         return self.result
 
     def _queue(self, name: str, attributes: dict[str, str]) -> tuple[str, str]:
@@ -195,6 +210,77 @@ class Provisioner:
                 action = "unchanged"
         self.result.state_machine_arn = arn
         self.result.changes.append(Change("state machine", self.state_machine_name, action, arn))
+
+    def _timer_table(self) -> None:
+        """The relaxed engine's table: TTL on ``expires_at``, a NEW_AND_OLD_IMAGES stream."""
+        from .engines.dynamodb_ttl import TTL_ATTRIBUTE
+
+        name = self.table_name
+        stream = {"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"}
+        try:
+            table = self.dynamodb.describe_table(TableName=name)["Table"]
+        except Exception as exc:
+            if _code(exc) != "ResourceNotFoundException":
+                raise
+            self.dynamodb.create_table(
+                TableName=name,
+                KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+                AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+                BillingMode="PAY_PER_REQUEST",
+                StreamSpecification=stream,
+            )
+            self.dynamodb.get_waiter("table_exists").wait(TableName=name)
+            table = self.dynamodb.describe_table(TableName=name)["Table"]
+            action = "created"
+        else:
+            current = table.get("StreamSpecification") or {}
+            action = "unchanged"
+            if (
+                not current.get("StreamEnabled")
+                or current.get("StreamViewType") != (stream["StreamViewType"])
+            ):
+                if current.get("StreamEnabled"):  # another view type: replace the stream
+                    self.dynamodb.update_table(
+                        TableName=name, StreamSpecification={"StreamEnabled": False}
+                    )
+                self.dynamodb.update_table(TableName=name, StreamSpecification=stream)
+                table = self.dynamodb.describe_table(TableName=name)["Table"]
+                action = "updated"
+        ttl = self.dynamodb.describe_time_to_live(TableName=name)["TimeToLiveDescription"]
+        if ttl.get("TimeToLiveStatus") not in {"ENABLED", "ENABLING"} or (
+            ttl.get("AttributeName") != TTL_ATTRIBUTE
+        ):
+            self.dynamodb.update_time_to_live(
+                TableName=name,
+                TimeToLiveSpecification={"Enabled": True, "AttributeName": TTL_ATTRIBUTE},
+            )
+            action = "updated" if action == "unchanged" else action
+        self.result.table_name = name
+        self.result.stream_arn = table.get("LatestStreamArn", "")
+        self.result.changes.append(Change("dynamodb table", name, action, table["TableArn"]))
+
+    def _event_source_mapping(self) -> None:
+        """Subscribe the forwarder Lambda to the stream, TTL removals only."""
+        existing = self.lambda_client.list_event_source_mappings(
+            EventSourceArn=self.result.stream_arn, FunctionName=self.forwarder_function_arn
+        )["EventSourceMappings"]
+        if existing:
+            uuid = existing[0]["UUID"]
+            self.result.changes.append(
+                Change("event source mapping", self.forwarder_function_arn, "unchanged", uuid)
+            )
+            return
+        mapping = self.lambda_client.create_event_source_mapping(
+            EventSourceArn=self.result.stream_arn,
+            FunctionName=self.forwarder_function_arn,
+            StartingPosition="LATEST",
+            BatchSize=100,
+            FunctionResponseTypes=["ReportBatchItemFailures"],
+            FilterCriteria={"Filters": [{"Pattern": json.dumps(TTL_REMOVAL_FILTER)}]},
+        )
+        self.result.changes.append(
+            Change("event source mapping", self.forwarder_function_arn, "created", mapping["UUID"])
+        )
 
     def _find_state_machine(self) -> str | None:
         for page in self.sfn.get_paginator("list_state_machines").paginate():

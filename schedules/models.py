@@ -162,12 +162,17 @@ class Step(models.Model):
     precision = models.CharField(
         max_length=16, choices=Precision.choices, default=Precision.PRECISE
     )
-    engine = models.CharField(max_length=32, help_text="Engine holding this step's timer.")
+    engine = models.CharField(
+        max_length=32, help_text="Engine chosen for this step by its precision (SCHEDULES_ENGINES)."
+    )
     external_ref = models.CharField(
         max_length=2048, blank=True, help_text="The engine's reference for the armed timer."
     )
     arm_state = models.CharField(max_length=16, choices=ArmState.choices, default=ArmState.UNARMED)
     armed_version = models.PositiveIntegerField(null=True, blank=True)
+    armed_engine = models.CharField(
+        max_length=32, blank=True, help_text="Engine holding the armed timer (disarmed there)."
+    )
     arm_error = models.TextField(blank=True)
     arm_failures = models.PositiveIntegerField(default=0)
     attempts = models.PositiveSmallIntegerField(default=0, help_text="Attempts started so far.")
@@ -228,6 +233,7 @@ class Run(models.Model):
         Classroom, null=True, blank=True, on_delete=models.CASCADE, related_name="runs"
     )
     action = models.CharField(max_length=64)
+    engine = models.CharField(max_length=32, blank=True, help_text="Engine that released it.")
     version = models.PositiveIntegerField()
     attempt = models.PositiveSmallIntegerField(default=0)
     status = models.CharField(max_length=16, choices=RunStatus.choices)
@@ -251,7 +257,29 @@ class Run(models.Model):
         indexes = [
             models.Index(fields=["started_at"], name="run_started"),
             models.Index(fields=["status", "started_at"], name="run_status_started"),
+            # Per-engine lateness over a recent window (admin monitoring).
+            models.Index(fields=["engine", "started_at"], name="run_engine_started"),
         ]
 
     def __str__(self) -> str:
         return f"run {self.pk} of step {self.step_id} ({self.status})"
+
+
+class StreamCheckpoint(models.Model):
+    """How far forward_ttl_stream has read one shard of a DynamoDB stream."""
+
+    stream_arn = models.CharField(max_length=400)
+    shard_id = models.CharField(max_length=200)
+    sequence_number = models.CharField(
+        max_length=64, blank=True, help_text="Last record forwarded (resume after it)."
+    )
+    finished = models.BooleanField(default=False, help_text="The shard is closed and read.")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["stream_arn", "shard_id"], name="checkpoint_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.shard_id} @ {self.sequence_number or 'start'}"

@@ -110,3 +110,24 @@ def aws(moto_server: Moto, settings: Any) -> Iterator[Provisioned]:
         dlq_url=result["dlq_url"],
     )
     get_engine.cache_clear()
+
+
+def ttl_removal(step_id: int, version: int, seq: str = "100") -> dict:
+    """A REMOVE record as DynamoDB Streams delivers it when TTL deletes an item."""
+    return {
+        "eventID": f"e{seq}",
+        "eventName": "REMOVE",
+        "eventSource": "aws:dynamodb",
+        "userIdentity": {"type": "Service", "principalId": "dynamodb.amazonaws.com"},
+        "dynamodb": {
+            "Keys": {"pk": {"S": f"step#{step_id}#v{version}"}},
+            "OldImage": {
+                "pk": {"S": f"step#{step_id}#v{version}"},
+                "step_id": {"N": str(step_id)},
+                "version": {"N": str(version)},
+                "expires_at": {"N": "1700000000"},
+            },
+            "SequenceNumber": seq,
+            "StreamViewType": "NEW_AND_OLD_IMAGES",
+        },
+    }

@@ -28,6 +28,7 @@ __all__ = [
 ENGINE_ALIASES: dict[str, str] = {
     "local": "schedules.engines.local.LocalEngine",
     "stepfunctions": "schedules.engines.stepfunctions.StepFunctionsEngine",
+    "dynamodb_ttl": "schedules.engines.dynamodb_ttl.DynamoDBTTLEngine",
 }
 
 

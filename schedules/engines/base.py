@@ -45,6 +45,21 @@ class Engine(abc.ABC):
     #: Name under which the engine is selected in SCHEDULES_ENGINES.
     name: str = ""
 
+    @property
+    def release_overdue_after(self) -> float | None:
+        """Seconds past due after which the sweep releases a step from the database.
+
+        ``None`` for engines the dispatcher itself drives (local).
+        """
+        from django.conf import settings
+
+        return float(settings.SCHEDULES_REDELIVER_AFTER)
+
+    @property
+    def expected_lateness(self) -> str:
+        """What an operator can expect of this engine, in words (shown in the admin)."""
+        return "under a second"
+
     @abc.abstractmethod
     def arm(self, timer: Timer) -> str:
         """Create the timer for this step version; return its external reference.

@@ -26,6 +26,14 @@ def wake_dispatchers() -> None:
 class LocalEngine(Engine):
     name = "local"
 
+    @property
+    def release_overdue_after(self) -> float | None:
+        return None  # the dispatcher releases local steps itself
+
+    @property
+    def expected_lateness(self) -> str:
+        return "milliseconds (see docs/benchmarks.md)"
+
     def arm(self, timer: Timer) -> str:
         # The row is the timer, so arming twice is one timer by construction.
         wake_dispatchers()

@@ -8,9 +8,10 @@ from collections.abc import Sequence
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Q
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
+from ..engines import get_engine
 from ..models import Step, StepState
 
 logger = logging.getLogger(__name__)
@@ -61,13 +62,32 @@ def steps_publish(pairs: Sequence[tuple[int, int]]) -> None:
             run_step.apply_async((step_id, version), producer=producer)
 
 
+def _overdue_on_engines(now: dt.datetime, stale: dt.datetime) -> list[QuerySet[Step]]:
+    """Scheduled steps overdue past their engine's bound (the relaxed engine's guarantee)."""
+    bounds: dict[str, float] = {}
+    for name in set(settings.SCHEDULES_ENGINES.values()):
+        after = get_engine(name).release_overdue_after
+        if after is not None:
+            bounds[name] = after
+    scheduled = Step.objects.filter(state=StepState.SCHEDULED)
+    queries = [
+        scheduled.filter(engine=name, due_at__lt=now - dt.timedelta(seconds=after))
+        for name, after in bounds.items()
+    ]
+    # Steps left on an engine that is no longer configured.
+    queries.append(scheduled.filter(due_at__lt=stale).exclude(engine__in=[LOCAL, *bounds]))
+    return queries
+
+
 def steps_redeliver_lost(*, now: dt.datetime | None = None, limit: int = 1000) -> int:
     """Republish steps whose message or worker was lost. Returns how many.
 
     * queued for longer than SCHEDULES_REDELIVER_AFTER and never claimed;
-    * held by another engine (Step Functions, ...) and overdue by more than
-      SCHEDULES_REDELIVER_AFTER: its timer failed or its message was lost, so
-      the database releases it directly;
+    * held by another engine and overdue by more than that engine's
+      ``release_overdue_after`` (Step Functions: SCHEDULES_REDELIVER_AFTER;
+      DynamoDB TTL: SCHEDULES_TTL_MAX_LATENESS): its timer failed, is late or
+      its message was lost, so the database releases it directly and the
+      timer's later message is skipped by fencing;
     * running past their lease (the worker died): the next attempt takes over
       and says the lost one may have had its effect.
 
@@ -82,7 +102,7 @@ def steps_redeliver_lost(*, now: dt.datetime | None = None, limit: int = 1000) -
             Step.objects.filter(state=StepState.RUNNING, lease_until__lt=now).filter(
                 Q(queued_at__isnull=True) | Q(queued_at__lt=stale)
             ),
-            Step.objects.filter(state=StepState.SCHEDULED, due_at__lt=stale).exclude(engine=LOCAL),
+            *_overdue_on_engines(now, stale),
         ]
         rows: list[tuple[int, int]] = []
         for query in lost:

@@ -155,8 +155,14 @@ def job_update(
     payload: dict[str, Any] | None = None,
     name: str | None = None,
     max_attempts: int | None = None,
+    precision: str | None = None,
 ) -> Job:
-    """Edit a pending job's payload, name or attempts. The next run reads the new values."""
+    """Edit a pending job's payload, name, attempts or precision.
+
+    The next run reads the new values. A new precision moves the pending step
+    to the engine configured for it: the old timer is disarmed and a new one
+    armed under a new version, so at most one of them can run the step.
+    """
     job = Job.objects.select_for_update().get(pk=job.pk)
     errors = Errors()
     if job.status not in (PlanStatus.SCHEDULED,):
@@ -167,12 +173,20 @@ def job_update(
         action=job.action,
         payload=new_payload,
         due_at=job.due_at,
-        precision=job.precision,
+        precision=job.precision if precision is None else precision,
         max_attempts=job.max_attempts if max_attempts is None else max_attempts,
         time_zone=job.time_zone,
         name=job.name if name is None else name,
         now=min(timezone.now(), job.due_at),
     )
+    if precision is not None and precision != job.precision:
+        job.precision = precision
+        step = _pending_step(job)
+        if step is not None:
+            engine = engine_name_for_precision(precision)
+            _refence(
+                step, precision=precision, engine=engine, state=StepState.SCHEDULED, queued_at=None
+            )
     job.payload = normalized
     if name is not None:
         job.name = name

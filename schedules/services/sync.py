@@ -34,6 +34,7 @@ SYNC_FIELDS = (
     "external_ref",
     "arm_state",
     "armed_version",
+    "armed_engine",
 )
 
 
@@ -44,12 +45,12 @@ def steps_sync_on_commit(step_ids: Iterable[int]) -> None:
         transaction.on_commit(partial(steps_sync, step_ids=ids))
 
 
-def timer_for(step: Step, *, version: int | None = None) -> Timer:
+def timer_for(step: Step, *, version: int | None = None, engine: str | None = None) -> Timer:
     return Timer(
         step_id=step.pk,
         version=step.version if version is None else version,
         due_at=step.due_at,
-        engine=step.engine,
+        engine=engine or step.engine,
         external_ref=step.external_ref,
     )
 
@@ -85,10 +86,14 @@ def _sync_engine_steps(engine_name: str, steps: list[Step], horizon: dt.datetime
     for step in steps:
         wants_timer = step.state == StepState.SCHEDULED and step.due_at <= horizon
         armed = step.arm_state == ArmState.ARMED
-        current = armed and step.armed_version == step.version
+        holder = step.armed_engine or engine_name
+        current = armed and step.armed_version == step.version and holder == engine_name
         if armed and (not current or step.state == StepState.CANCELLED):
             try:
-                engine.disarm(timer_for(step, version=step.armed_version))
+                # Disarmed where it was armed: a precision change moves engines.
+                get_engine(holder).disarm(
+                    timer_for(step, version=step.armed_version, engine=holder)
+                )
             except Exception as exc:  # noqa: BLE001 - recorded; the sweep retries
                 _record_error(step, exc)
                 failed.add(step.pk)
@@ -113,12 +118,17 @@ def _sync_engine_steps(engine_name: str, steps: list[Step], horizon: dt.datetime
             Step.objects.filter(pk=step.pk, version=step.version).update(
                 arm_state=ArmState.ARMED,
                 armed_version=step.version,
+                armed_engine=engine_name,
                 external_ref=result,
                 arm_error="",
             )
     for version, ids in plain.items():
         Step.objects.filter(pk__in=ids, version=version).update(
-            arm_state=ArmState.ARMED, armed_version=version, external_ref="", arm_error=""
+            arm_state=ArmState.ARMED,
+            armed_version=version,
+            armed_engine=engine_name,
+            external_ref="",
+            arm_error="",
         )
 
 

@@ -47,7 +47,7 @@ def test_provision_creates_everything_then_changes_nothing(aws: Provisioned):
     out = StringIO()
     call_command("aws_provision", stdout=out)
     text = out.getvalue()
-    assert text.count("unchanged") == 4, text
+    assert text.count("unchanged") == 5, text
     assert f"SCHEDULES_SFN_STATE_MACHINE_ARN={aws.state_machine_arn}" in text
     sqs = aws_client("sqs")
     attributes = sqs.get_queue_attributes(QueueUrl=aws.queue_url, AttributeNames=["All"])[
@@ -260,7 +260,7 @@ def test_provision_without_permission_names_the_refused_call(monkeypatch):
         name: boto3.client(
             name, region_name="us-east-1", aws_access_key_id="k", aws_secret_access_key="s"
         )
-        for name in ("sqs", "iam", "stepfunctions")
+        for name in ("sqs", "iam", "stepfunctions", "dynamodb")
     }
     stub = Stubber(clients["sqs"])
     stub.add_client_error(

@@ -280,3 +280,26 @@ def test_bulk_schedule_is_all_or_nothing(in_a_minute):
     assert not Job.objects.exists()
     jobs = services.job_schedule_many(jobs=[good, good])
     assert Step.objects.filter(job__in=jobs, arm_state=ArmState.ARMED).count() == 2
+
+
+def test_changing_precision_moves_the_step_to_the_other_engine(recording_engine, settings, now):
+    from schedules.engines import get_engine
+
+    settings.SCHEDULES_ENGINES = {"precise": "recording", "relaxed": "local"}
+    get_engine.cache_clear()
+    job = services.job_schedule(action="noop", due_at=now + dt.timedelta(hours=1))
+    step = job.steps.get()
+    assert step.engine == "recording" and step.armed_engine == "recording"
+    services.job_update(job=job, precision="relaxed")
+    step.refresh_from_db()
+    job.refresh_from_db()
+    assert job.precision == "relaxed"
+    assert (step.engine, step.armed_engine, step.version) == ("local", "local", 2)
+    # Disarmed where it was armed, at the old version; nothing else armed there.
+    assert recording_engine.calls == [("arm", step.pk, 1), ("disarm", step.pk, 1)]
+    # The old engine's message is stale; the new engine's runs it once.
+    assert services.step_execute(step_id=step.pk, version=1).status == RunStatus.SKIPPED
+    Step.objects.filter(pk=step.pk).update(due_at=timezone.now())
+    assert services.step_execute(step_id=step.pk, version=2).status == RunStatus.SUCCEEDED
+    run = Run.objects.get(step=step, status=RunStatus.SUCCEEDED)
+    assert run.engine == "local"

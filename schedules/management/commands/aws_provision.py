@@ -26,7 +26,10 @@ class Command(BaseCommand):
     help = (
         "Create or update, idempotently, the jobs SQS queue and its dead-letter queue, the IAM "
         "role the state machine assumes (sqs:SendMessage on the jobs queue only) and the Step "
-        "Functions state machine. Prints what it created or changed and the settings to use. "
+        "Functions state machine; and the DynamoDB timer table of the relaxed engine (TTL on, "
+        "NEW_AND_OLD_IMAGES stream) with, if SCHEDULES_TTL_FORWARDER_FUNCTION_ARN is set, the "
+        "Lambda event source mapping of the forwarder. Prints what it created or changed and "
+        "the settings to use. "
         "Exit 0 on success, 1 on missing credentials or permissions."
     )
 
@@ -47,6 +50,11 @@ class Command(BaseCommand):
             default=f"{prefix}-step-timer-role",
             help="IAM role name (default: <prefix>-step-timer-role).",
         )
+        parser.add_argument(
+            "--table-name",
+            default=settings.SCHEDULES_TTL_TABLE_NAME,
+            help="DynamoDB timer table of the relaxed engine (default: SCHEDULES_TTL_TABLE_NAME).",
+        )
         parser.add_argument("--json", action="store_true", help="Print the result as JSON.")
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -62,6 +70,12 @@ class Command(BaseCommand):
             max_receive_count=settings.SCHEDULES_SQS_MAX_RECEIVE_COUNT,
             visibility_timeout=settings.SCHEDULES_SQS_VISIBILITY_TIMEOUT,
             wait_time_seconds=settings.SCHEDULES_SQS_WAIT_TIME_SECONDS,
+            dynamodb=aws_client("dynamodb"),
+            table_name=options["table_name"],
+            lambda_client=(
+                aws_client("lambda") if settings.SCHEDULES_TTL_FORWARDER_FUNCTION_ARN else None
+            ),
+            forwarder_function_arn=settings.SCHEDULES_TTL_FORWARDER_FUNCTION_ARN,
         )
         try:
             result = provisioner.run()
@@ -94,5 +108,7 @@ class Command(BaseCommand):
             f"SCHEDULES_SFN_STATE_MACHINE_ARN={result.state_machine_arn}\n"
             f"SCHEDULES_SQS_QUEUE_URL={result.queue_url}\n"
             f"CELERY_BROKER_URL=sqs://\n"
-            f"CELERY_TASK_DEFAULT_QUEUE={options['queue_name']}"
+            f"CELERY_TASK_DEFAULT_QUEUE={options['queue_name']}\n"
+            f"SCHEDULES_ENGINE_RELAXED=dynamodb_ttl\n"
+            f"SCHEDULES_TTL_TABLE_NAME={result.table_name}"
         )
