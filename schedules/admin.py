@@ -33,7 +33,7 @@ from django.utils.translation import ngettext
 
 from workers.actions import REGISTRY
 
-from . import services
+from . import selectors, services
 from .engines import get_engine
 from .forms import (
     ClassroomAddForm,
@@ -621,6 +621,7 @@ class StepAdmin(ReadOnlyAdmin[Step]):
         "state",
         "due_at",
         "engine",
+        "expected_lateness",
         "version",
         "arm_state",
         "timer",
@@ -647,8 +648,10 @@ class StepAdmin(ReadOnlyAdmin[Step]):
             {
                 "fields": (
                     "engine",
+                    "expected_lateness",
                     "timer",
                     "arm_state",
+                    "armed_engine",
                     "armed_version",
                     "arm_error",
                     "arm_failures",
@@ -657,11 +660,15 @@ class StepAdmin(ReadOnlyAdmin[Step]):
         ),
         ("Timestamps", {"fields": ("created_at", "updated_at")}),
     )
-    readonly_fields = ("owner", "timer")
+    readonly_fields = ("owner", "timer", "expected_lateness")
 
     @admin.display(description="job or classroom")
     def owner(self, step: Step) -> str:
         return owner_link(step)
+
+    @admin.display(description="expected lateness")
+    def expected_lateness(self, step: Step) -> str:
+        return selectors.engine_expected_lateness(step.engine)
 
     @admin.display(description="timer (external ref)")
     def timer(self, step: Step) -> str:
@@ -683,15 +690,17 @@ class RunAdmin(ReadOnlyAdmin[Run]):
         "due_at",
         "started_at",
         "lateness_display",
+        "engine",
         "uncertain",
         "step_link",
         "owner",
         "worker",
     )
-    list_filter = ("status", ActionFilter, "uncertain")
+    list_filter = ("status", ActionFilter, EngineFilter, "uncertain")
     search_fields = ("id",)
     search_text = False
     search_ids = ("pk", "step_id")
+    change_list_template = "admin/schedules/run/change_list.html"
     search_help_text = "A run id or a step id."
     date_hierarchy = "started_at"
     sortable_by = ("id", "started_at")
@@ -719,6 +728,27 @@ class RunAdmin(ReadOnlyAdmin[Run]):
         ("Outcome", {"fields": ("result", "error")}),
     )
     readonly_fields = ("step_link", "owner", "lateness_display")
+
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        """Above the list: what each engine really delivered over the last 24 hours."""
+        context = {
+            "lateness_by_engine": [
+                {
+                    "engine": row.engine,
+                    "runs": row.runs,
+                    "p50": format_lateness(row.p50),
+                    "p95": format_lateness(row.p95),
+                    "max": format_lateness(row.max),
+                    "expected": row.expected,
+                }
+                for row in selectors.lateness_by_engine()
+            ],
+            **(extra_context or {}),
+        }
+        response: HttpResponse = super().changelist_view(request, extra_context=context)
+        return response
 
     @admin.display(description="step")
     def step_link(self, run: Run) -> str:

@@ -226,3 +226,34 @@ def test_overdue_relaxed_steps_are_released_from_the_database(
 
 def test_item_keys_carry_step_and_version():
     assert item_key(timer(step_id=12, version=3)) == "step#12#v3"
+
+
+def test_provision_maps_the_stream_to_a_forwarder_function(aws: Provisioned, settings):
+    import io
+    import zipfile
+
+    from schedules.aws_provision import TTL_REMOVAL_FILTER
+
+    package = io.BytesIO()
+    with zipfile.ZipFile(package, "w") as archive:
+        archive.write("schedules/ttl_forwarder.py", "ttl_forwarder.py")
+    role = aws_client("iam").create_role(RoleName="forwarder", AssumeRolePolicyDocument="{}")
+    function = aws_client("lambda").create_function(
+        FunctionName="ttl-forwarder",
+        Runtime="python3.11",
+        Role=role["Role"]["Arn"],
+        Handler="ttl_forwarder.lambda_handler",
+        Code={"ZipFile": package.getvalue()},
+    )
+    settings.SCHEDULES_TTL_FORWARDER_FUNCTION_ARN = function["FunctionArn"]
+    out = StringIO()
+    call_command("aws_provision", stdout=out)
+    assert "created   event source mapping" in out.getvalue()
+    (mapping,) = aws_client("lambda").list_event_source_mappings(
+        FunctionName=function["FunctionArn"]
+    )["EventSourceMappings"]
+    assert mapping["EventSourceArn"].startswith("arn:aws:dynamodb:")
+    assert json.loads(mapping["FilterCriteria"]["Filters"][0]["Pattern"]) == TTL_REMOVAL_FILTER
+    out = StringIO()
+    call_command("aws_provision", stdout=out)
+    assert "unchanged event source mapping" in out.getvalue()

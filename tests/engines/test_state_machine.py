@@ -119,3 +119,20 @@ def test_cfn_lint_checks_the_definition(tmp_path, change, rule):
     broken.write_text(TEMPLATE.read_text().replace(change, "TimestampPathh:", 1))
     result = cfn_lint(broken)
     assert result.returncode != 0 and rule in result.stdout
+
+
+def test_template_ships_the_timer_table_and_the_ttl_only_forwarder_mapping():
+    import json
+
+    from schedules.aws_provision import TTL_REMOVAL_FILTER
+    from schedules.engines.dynamodb_ttl import TTL_ATTRIBUTE
+
+    template = load_template()
+    table = template["Resources"]["TimerTable"]["Properties"]
+    assert table["TimeToLiveSpecification"] == {"AttributeName": TTL_ATTRIBUTE, "Enabled": True}
+    assert table["StreamSpecification"] == {"StreamViewType": "NEW_AND_OLD_IMAGES"}
+    mapping = template["Resources"]["TimerStreamToForwarder"]
+    assert mapping["Condition"] == "HasForwarder"
+    (pattern,) = mapping["Properties"]["FilterCriteria"]["Filters"]
+    assert json.loads(pattern["Pattern"]) == TTL_REMOVAL_FILTER
+    assert mapping["Properties"]["FunctionResponseTypes"] == ["ReportBatchItemFailures"]

@@ -1,0 +1,76 @@
+"""Reads that are more than a lookup: the admin and the API call these."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from django.utils import timezone
+
+from .engines import get_engine
+from .models import Run, RunStatus
+
+
+@dataclass(frozen=True)
+class EngineLateness:
+    """What an engine really delivered over a recent window (action start − due)."""
+
+    engine: str
+    runs: int
+    p50: dt.timedelta | None
+    p95: dt.timedelta | None
+    max: dt.timedelta | None
+    expected: str
+
+
+def _percentile(ordered: list[dt.timedelta], fraction: float) -> dt.timedelta:
+    """Nearest-rank percentile of an ascending list."""
+    rank = max(1, round(fraction * len(ordered) + 0.5 - 1e-9))
+    return ordered[min(rank, len(ordered)) - 1]
+
+
+def engine_expected_lateness(engine: str) -> str:
+    try:
+        return get_engine(engine).expected_lateness
+    except ImproperlyConfigured:
+        return "engine not configured here"
+
+
+def lateness_by_engine(
+    *,
+    window: dt.timedelta = dt.timedelta(hours=24),
+    sample: int = 10_000,
+    now: dt.datetime | None = None,
+) -> list[EngineLateness]:
+    """p50/p95/max lateness per engine over the newest ``sample`` attempts in ``window``.
+
+    One indexed query per engine (Run: engine, started_at); skipped deliveries
+    are not attempts and are left out.
+    """
+    since = (now or timezone.now()) - window
+    engines = sorted({"local", *settings.SCHEDULES_ENGINES.values()})
+    report = []
+    for engine in engines:
+        values: list[dt.timedelta] = sorted(
+            lateness
+            for lateness in Run.objects.filter(
+                engine=engine, started_at__gte=since, lateness__isnull=False
+            )
+            .exclude(status=RunStatus.SKIPPED)
+            .order_by("-started_at")
+            .values_list("lateness", flat=True)[:sample]
+            if lateness is not None
+        )
+        report.append(
+            EngineLateness(
+                engine=engine,
+                runs=len(values),
+                p50=_percentile(values, 0.50) if values else None,
+                p95=_percentile(values, 0.95) if values else None,
+                max=values[-1] if values else None,
+                expected=engine_expected_lateness(engine),
+            )
+        )
+    return report
