@@ -15,7 +15,7 @@ from .models import Run, RunStatus
 
 @dataclass(frozen=True)
 class EngineLateness:
-    """What an engine really delivered over a recent window (action start − due)."""
+    """What an engine really delivered over a recent window (action start - due)."""
 
     engine: str
     runs: int
