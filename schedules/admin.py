@@ -500,11 +500,10 @@ class JobAdmin(PlanAdmin[Job]):
         ("When", {"fields": ("due_at", "time_zone", "precision", "max_attempts")}),
         ("State", {"fields": ("status", "owner", "created_at", "updated_at")}),
     )
-    editable_fields = ("name", "payload", "due_at", "max_attempts")
+    editable_fields = ("name", "payload", "due_at", "precision", "max_attempts")
     fixed_fields = (
         "action",
         "time_zone",
-        "precision",
         "status",
         "owner",
         "created_at",

@@ -114,7 +114,7 @@ def precision_help() -> str:
         "Which engine holds the timer: precise (to the second) uses "
         f"SCHEDULES_ENGINES['precise'], now {engines.get('precise', '?')!r}; relaxed (minutes "
         f"to hours late) uses SCHEDULES_ENGINES['relaxed'], now {engines.get('relaxed', '?')!r}. "
-        "It cannot be changed after creation."
+        "Changing it on a scheduled job moves its pending step to the other engine."
     )
 
 
@@ -303,14 +303,15 @@ class JobAddForm(ServiceModelForm[Job]):
 
 
 class JobChangeForm(ServiceModelForm[Job]):
-    """Edits a scheduled job: name, payload and attempts with ``services.job_update``, the due
-    time with ``services.job_reschedule``; only what changed is sent."""
+    """Edits a scheduled job: name, payload, attempts and precision with
+    ``services.job_update``, the due time with ``services.job_reschedule``; only what
+    changed is sent."""
 
     payload = PayloadField(required=False)
 
     class Meta:
         model = Job
-        fields = ("name", "payload", "due_at", "max_attempts")
+        fields = ("name", "payload", "due_at", "precision", "max_attempts")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -321,6 +322,7 @@ class JobChangeForm(ServiceModelForm[Job]):
                 "and a message already sent for the old time is skipped."
             ),
             "max_attempts": max_attempts_help,
+            "precision": precision_help,
         }
         for name, help_text in helps.items():
             if name in self.fields:
@@ -330,14 +332,19 @@ class JobChangeForm(ServiceModelForm[Job]):
         job = self.instance
         data = self.cleaned_data
         errors: list[ValidationError] = []
-        if any(self._changed(name) for name in ("name", "payload", "max_attempts")):
+        if any(self._changed(n) for n in ("name", "payload", "max_attempts", "precision")):
             payload = (data.get("payload") or {}) if self._changed("payload") else None
             name = data["name"] if self._changed("name") else None
             attempts = data["max_attempts"] if self._changed("max_attempts") else None
+            precision = data["precision"] if self._changed("precision") else None
             job = _collect(
                 errors,
                 lambda: services.job_update(
-                    job=job, payload=payload, name=name, max_attempts=attempts
+                    job=job,
+                    payload=payload,
+                    name=name,
+                    max_attempts=attempts,
+                    precision=precision,
                 ),
                 job,
             )

@@ -183,7 +183,13 @@ def test_editing_a_scheduled_job_calls_job_update_and_job_reschedule(admin_clien
     response = post_form(
         admin_client,
         url("job_change", job.pk),
-        {"name": "new", "payload": '{"note": "b"}', "max_attempts": "4", **split("due_at", later)},
+        {
+            "name": "new",
+            "payload": '{"note": "b"}',
+            "max_attempts": "4",
+            "precision": "precise",
+            **split("due_at", later),
+        },
     )
     assert response.status_code == 302, form_errors(response)
     assert [(c["name"], c["payload"], c["max_attempts"]) for c in update.calls] == [
@@ -200,16 +206,41 @@ def test_editing_a_scheduled_job_calls_job_update_and_job_reschedule(admin_clien
 def test_editing_only_the_name_sends_only_the_name(admin_client, monkeypatch):
     job = make_job(payload={"note": "a"}, name="old")
     update, reschedule = Spy(monkeypatch, "job_update"), Spy(monkeypatch, "job_reschedule")
-    data = {"name": "renamed", "payload": '{"note": "a"}', "max_attempts": "3"}
+    data = {
+        "name": "renamed",
+        "payload": '{"note": "a"}',
+        "max_attempts": "3",
+        "precision": "precise",
+    }
     response = post_form(
         admin_client, url("job_change", job.pk), {**data, **split("due_at", job.due_at)}
     )
     assert response.status_code == 302, form_errors(response)
     assert [{k: v for k, v in c.items() if k != "job"} for c in update.calls] == [
-        {"payload": None, "name": "renamed", "max_attempts": None}
+        {"payload": None, "name": "renamed", "max_attempts": None, "precision": None}
     ]
     assert reschedule.calls == []
     assert job.steps.get().version == 1
+
+
+def test_changing_precision_in_the_admin_moves_the_step(admin_client, settings):
+    settings.SCHEDULES_ENGINES = {"precise": "local", "relaxed": "test-relaxed"}
+    from schedules.engines import ENGINE_ALIASES, get_engine
+
+    ENGINE_ALIASES["test-relaxed"] = "schedules.engines.local.LocalEngine"
+    get_engine.cache_clear()
+    try:
+        job = make_job(name="j")
+        data = {"name": "j", "payload": "{}", "max_attempts": "3", "precision": "relaxed"}
+        response = post_form(
+            admin_client, url("job_change", job.pk), {**data, **split("due_at", job.due_at)}
+        )
+        assert response.status_code == 302, form_errors(response)
+    finally:
+        ENGINE_ALIASES.pop("test-relaxed")
+        get_engine.cache_clear()
+    step = job.steps.get()
+    assert (step.precision, step.engine, step.version) == ("relaxed", "test-relaxed", 2)
 
 
 def test_adding_a_classroom_calls_classroom_create(admin_client, admin_user, monkeypatch):
@@ -256,6 +287,7 @@ def test_a_page_shown_again_keeps_nothing_the_service_wrote(admin_client):
         "name": "new",
         "payload": "{}",
         "max_attempts": "3",
+        "precision": "precise",
         **split("due_at", job.due_at),
     }
     # No inline management forms: the formsets are invalid and the page is shown again.
@@ -316,7 +348,13 @@ def test_rescheduling_into_the_past_is_refused_on_the_due_field(admin_client):
     response = post_form(
         admin_client,
         url("job_change", job.pk),
-        {"name": "", "payload": "{}", "max_attempts": "3", **split("due_at", future(hours=-2))},
+        {
+            "name": "",
+            "payload": "{}",
+            "max_attempts": "3",
+            "precision": "precise",
+            **split("due_at", future(hours=-2)),
+        },
     )
     assert "is in the past by more than" in form_errors(response)["due_at"][0]
     assert job.steps.get().version == 1
@@ -328,7 +366,13 @@ def test_editing_a_bad_payload_is_refused_and_nothing_else_changes(admin_client)
     response = post_form(
         admin_client,
         url("job_change", job.pk),
-        {"name": "x", "payload": payload, "max_attempts": "3", **split("due_at", future(hours=3))},
+        {
+            "name": "x",
+            "payload": payload,
+            "max_attempts": "3",
+            "precision": "precise",
+            **split("due_at", future(hours=3)),
+        },
     )
     assert "'nope' is not a valid email address" in form_errors(response)["payload"][0]
     job.refresh_from_db()
@@ -343,7 +387,13 @@ def test_errors_on_fields_not_in_the_form_go_above_it(admin_client):
     response = post_form(
         admin_client,
         url("job_change", job.pk),
-        {"name": "renamed", "payload": "{}", "max_attempts": "3", **split("due_at", job.due_at)},
+        {
+            "name": "renamed",
+            "payload": "{}",
+            "max_attempts": "3",
+            "precision": "precise",
+            **split("due_at", job.due_at),
+        },
     )
     errors = form_errors(response)
     assert [m for m in errors["__all__"] if m.startswith("Action: Unknown action")], errors
