@@ -3,6 +3,7 @@
 from .classrooms import (
     classroom_cancel,
     classroom_create,
+    classroom_step_count,
     classroom_timeline,
     classroom_update,
     classroom_validate,
@@ -24,15 +25,24 @@ from .jobs import (
     job_update,
     job_validate,
 )
-from .sync import steps_arm_pending, steps_sync, steps_sync_on_commit, timer_for
+from .maintenance import idempotency_purge_expired
+from .sync import (
+    steps_arm_pending,
+    steps_rearm,
+    steps_sync,
+    steps_sync_on_commit,
+    timer_for,
+)
 
 __all__ = [
     "classroom_cancel",
     "classroom_create",
+    "classroom_step_count",
     "classroom_timeline",
     "classroom_update",
     "classroom_validate",
     "email_schedule",
+    "idempotency_purge_expired",
     "job_cancel",
     "job_reschedule",
     "job_run_now",
@@ -46,6 +56,7 @@ __all__ = [
     "steps_claim_due",
     "steps_next_due_at",
     "steps_publish",
+    "steps_rearm",
     "steps_redeliver_lost",
     "steps_sync",
     "steps_sync_on_commit",

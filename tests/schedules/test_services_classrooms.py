@@ -80,6 +80,23 @@ def test_too_many_steps_is_refused(settings, in_a_minute):
     assert "the limit is 10" in info.value.message_dict["live_ping_interval"][0]
 
 
+def test_a_class_of_years_with_five_second_pings_is_refused_without_being_expanded(in_a_minute):
+    # 5 years at 5 s would be ~32 million steps: counted, never built.
+    with pytest.raises(ValidationError) as info:
+        make(in_a_minute, minutes=5 * 365 * 24 * 60, interval=5)
+    assert "gives 31536001 steps" in info.value.message_dict["live_ping_interval"][0]
+
+
+@pytest.mark.parametrize(
+    ("seconds", "interval"),
+    [(1, 60), (60, 60), (61, 60), (119.5, 60), (3600, 7), (3600.000001, 1), (0.5, 1)],
+)
+def test_step_count_matches_the_timeline(now, seconds, interval):
+    end = now + dt.timedelta(seconds=seconds)
+    counted = services.classroom_step_count(now, end, interval)
+    assert counted == len(services.classroom_timeline(now, end, interval))
+
+
 def test_moving_the_end_replans_only_future_steps(recording_engine, in_a_minute):
     classroom = make(in_a_minute, minutes=3, interval=60)
     stop = classroom.steps.get(action="stop_recording")
