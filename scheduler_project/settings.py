@@ -51,6 +51,11 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "django_filters",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
     "schedules",
     "workers",
 ]
@@ -156,6 +161,57 @@ if PRODUCTION:
             "SECRET_KEY must be at least 50 random characters in production "
             "(generate one with: python -c 'import secrets; print(secrets.token_urlsafe(64))')."
         )
+
+# --- REST API -----------------------------------------------------------------------
+REST_FRAMEWORK = {
+    # Token first: an anonymous request gets 401 with "WWW-Authenticate: Token".
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PARSER_CLASSES": [
+        "schedules.api.parsers.SafeJSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
+    "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_THROTTLE_CLASSES": [
+        "rest_framework.throttling.AnonRateThrottle",
+        "rest_framework.throttling.UserRateThrottle",
+    ],
+    "DEFAULT_THROTTLE_RATES": {
+        "anon": env.str("API_THROTTLE_ANON", default="60/minute"),
+        "user": env.str("API_THROTTLE_USER", default="1200/minute"),
+    },
+    "EXCEPTION_HANDLER": "schedules.api.errors.exception_handler",
+    "TEST_REQUEST_DEFAULT_FORMAT": "json",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Schedules API",
+    "DESCRIPTION": (
+        "Schedule jobs and classrooms, cancel, reschedule and run them, and read their runs. "
+        "Every write goes through the same rules as the admin."
+    ),
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {
+        "PlanStatusEnum": "schedules.models.PlanStatus",
+        "RunStatusEnum": "schedules.models.RunStatus",
+        "StepStateEnum": "schedules.models.StepState",
+        "PrecisionEnum": "schedules.models.Precision",
+    },
+}
+# How long an Idempotency-Key is remembered (seconds).
+SCHEDULES_IDEMPOTENCY_TTL = env.int("SCHEDULES_IDEMPOTENCY_TTL", default=24 * 3600)
+# Throttle counters live in the cache: share one (e.g. Redis) between web processes.
+CACHES = {"default": env.cache("CACHE_URL", default="locmemcache://")}
 
 # --- Email ----------------------------------------------------------------------
 # The embedded default writes each message to a file under var/mail.

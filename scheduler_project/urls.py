@@ -1,7 +1,7 @@
 from django.contrib import admin
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect
-from django.urls import path
+from django.urls import include, path
 
 
 def healthz(request: HttpRequest) -> HttpResponse:
@@ -12,4 +12,5 @@ urlpatterns = [
     path("", lambda request: redirect("admin:index")),
     path("healthz", healthz),
     path("admin/", admin.site.urls),
+    path("api/", include("schedules.api.urls")),
 ]

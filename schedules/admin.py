@@ -194,12 +194,17 @@ class LatestRowsFormSet(_InlineFormSet[Any, Any, Any]):
         return self.total > self.limit
 
     @property
+    def _opts(self) -> Any:
+        assert self.model is not None  # an inline formset always has its model
+        return self.model._meta
+
+    @property
     def rows_label(self) -> str:
-        return str(self.model._meta.verbose_name_plural)
+        return str(self._opts.verbose_name_plural)
 
     @property
     def changelist_url(self) -> str:
-        opts = self.model._meta
+        opts = self._opts
         url = reverse(f"admin:{opts.app_label}_{opts.model_name}_changelist")
         return f"{url}?{urlencode({f'{self.fk.name}__id__exact': self.instance.pk})}"
 

@@ -6,7 +6,8 @@ newly saved earlier step wakes it: PostgreSQL delivers a NOTIFY, SQLite bumps
 ``PRAGMA data_version`` on every commit by another connection, which the
 dispatcher watches at SCHEDULES_DISPATCH_WAKE_POLL. Memory stays flat: only
 one batch of ids is ever held. Every SCHEDULES_SWEEP_INTERVAL it also arms
-steps that came into the horizon and redelivers lost ones.
+steps that came into the horizon, redelivers lost ones and forgets expired
+Idempotency-Keys.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from django.utils import timezone
 
 from .engines.local import WAKE_CHANNEL
 from .services import (
+    idempotency_purge_expired,
     steps_arm_pending,
     steps_claim_due,
     steps_next_due_at,
@@ -152,9 +154,15 @@ class Dispatcher:
     def sweep(self) -> None:
         armed = steps_arm_pending()
         redelivered = steps_redeliver_lost()
+        forgotten = idempotency_purge_expired()
         self.stats.sweeps += 1
-        if armed or redelivered:
-            logger.info("sweep: armed %s step(s), redelivered %s", armed, redelivered)
+        if armed or redelivered or forgotten:
+            logger.info(
+                "sweep: armed %s step(s), redelivered %s, forgot %s idempotency key(s)",
+                armed,
+                redelivered,
+                forgotten,
+            )
 
     def seconds_until_next_due(self) -> float:
         due = steps_next_due_at()

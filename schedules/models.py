@@ -283,3 +283,25 @@ class StreamCheckpoint(models.Model):
 
     def __str__(self) -> str:
         return f"{self.shard_id} @ {self.sequence_number or 'start'}"
+
+
+class IdempotencyRecord(models.Model):
+    """The first answer to a create made with an Idempotency-Key, replayed for retries."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE)
+    key = models.CharField(max_length=255)
+    endpoint = models.CharField(max_length=200, help_text="Method and path of the request.")
+    request_hash = models.CharField(max_length=64, help_text="SHA-256 of the request body.")
+    response_status = models.PositiveSmallIntegerField()
+    response_body = models.JSONField()
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["user", "key", "endpoint"], name="idempotency_unique"),
+        ]
+        indexes = [models.Index(fields=["expires_at"], name="idempotency_expires")]
+
+    def __str__(self) -> str:
+        return f"{self.endpoint} {self.key}"

@@ -115,6 +115,16 @@ def _format_pydantic(exc: PydanticValidationError) -> list[str]:
     return messages
 
 
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
+
+
 def check_action_payload(
     errors: Errors,
     action: str,
@@ -132,6 +142,10 @@ def check_action_payload(
     if not isinstance(payload, dict):
         errors.add(payload_field, "must be a JSON object")
         return {}
+    if _has_nul(payload):
+        # PostgreSQL cannot store it (in text or jsonb); refused on every database alike.
+        errors.add(payload_field, "must not contain the NUL character (\\u0000)")
+        return payload
     size = len(json.dumps(payload, separators=(",", ":"), default=str).encode())
     limit = settings.SCHEDULES_MAX_PAYLOAD_BYTES
     if size > limit:

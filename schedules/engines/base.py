@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import abc
 import datetime as dt
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 
@@ -102,3 +103,11 @@ class Engine(abc.ABC):
     def console_url(self, timer: Timer) -> str:
         """A link to the timer in the engine's console, if it has one."""
         return ""
+
+    def list_timers(self) -> Iterator[Timer]:
+        """Every timer the engine holds now, read page by page (for reconcile's orphans).
+
+        The default yields nothing: engines whose timers are the database rows
+        (local) hold no separate timers that could be orphaned.
+        """
+        yield from ()

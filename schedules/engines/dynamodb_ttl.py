@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import re
+from collections.abc import Iterator
 from typing import Any
 
 from django.conf import settings
@@ -93,3 +95,27 @@ class DynamoDBTTLEngine(Engine):
             return TimerStatus(state="absent", detail="no item (expired, deleted or never armed)")
         expires = dt.datetime.fromtimestamp(int(item[TTL_ATTRIBUTE]["N"]), tz=dt.UTC)
         return TimerStatus(state="waiting", detail=f"expires at {expires.isoformat()}")
+
+    def list_timers(self) -> Iterator[Timer]:
+        """The table's items keyed ``step#<id>#v<version>``, by a paginated scan.
+
+        ``due_at`` comes from the item (or its TTL); ``external_ref`` is the key.
+        """
+        pattern = re.compile(r"step#(\d+)#v(\d+)")
+        for page in self.client.get_paginator("scan").paginate(TableName=self.table_name):
+            for item in page.get("Items", []):
+                key = str(item.get("pk", {}).get("S", ""))
+                match = pattern.fullmatch(key)
+                if match is None:
+                    continue
+                if "due_at" in item:
+                    due = dt.datetime.fromisoformat(item["due_at"]["S"])
+                else:
+                    due = dt.datetime.fromtimestamp(int(item[TTL_ATTRIBUTE]["N"]), tz=dt.UTC)
+                yield Timer(
+                    step_id=int(match[1]),
+                    version=int(match[2]),
+                    due_at=due,
+                    engine=self.name,
+                    external_ref=key,
+                )

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -143,3 +145,28 @@ class StepFunctionsEngine(Engine):
             f"https://{region}.console.aws.amazon.com/states/home?region={region}"
             f"#/v2/executions/details/{arn}"
         )
+
+    def list_timers(self) -> Iterator[Timer]:
+        """The running executions of the state machine named ``step-<id>-v<version>``.
+
+        Paginated ``ListExecutions`` (RUNNING only); other names are not ours and
+        are skipped. The listing does not carry the input, so ``due_at`` is the
+        execution's start date; ``external_ref`` is its ARN.
+        """
+        pattern = re.compile(r"step-(\d+)-v(\d+)")
+        pages = self.client.get_paginator("list_executions").paginate(
+            stateMachineArn=self.state_machine_arn, statusFilter="RUNNING"
+        )
+        for page in pages:
+            for execution in page.get("executions", []):
+                match = pattern.fullmatch(str(execution.get("name", "")))
+                if match is None:
+                    continue
+                started = execution.get("startDate")
+                yield Timer(
+                    step_id=int(match[1]),
+                    version=int(match[2]),
+                    due_at=started if isinstance(started, dt.datetime) else dt.datetime.now(dt.UTC),
+                    engine=self.name,
+                    external_ref=str(execution["executionArn"]),
+                )

@@ -149,6 +149,28 @@ def steps_arm_pending(*, now: dt.datetime | None = None, limit: int = 1000) -> i
     return len(ids)
 
 
+def steps_rearm(*, forget: Iterable[tuple[int, int]], renew: Iterable[tuple[int, int]]) -> None:
+    """Re-arm timers an engine lost (``reconcile``). Each pair is (step id, version read).
+
+    ``forget``: the engine has no timer although the row says armed; the row forgets
+    its arm so the sync arms the same version again. ``renew``: the engine holds a
+    stopped or failed timer whose name cannot be reused; the step moves to a new
+    version (the old timer's message is then skipped) and is armed afresh. Each write
+    is fenced by the version read, so a step rescheduled meanwhile is left alone.
+    """
+    forget, renew = list(forget), list(renew)
+    with transaction.atomic():
+        for pk, version in forget:
+            Step.objects.filter(pk=pk, version=version, state=StepState.SCHEDULED).update(
+                arm_state=ArmState.UNARMED
+            )
+        for pk, version in renew:
+            Step.objects.filter(pk=pk, version=version, state=StepState.SCHEDULED).update(
+                version=F("version") + 1, arm_state=ArmState.UNARMED
+            )
+    steps_sync(step_ids=[pk for pk, _version in forget + renew])
+
+
 def step_disarm_deleted(*, timer: Timer) -> None:
     """A deleted step's timer must not fire (its message would be skipped anyway)."""
     try:

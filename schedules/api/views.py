@@ -1,0 +1,240 @@
+"""REST API views: thin; every write calls schedules.services."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import django_filters
+from django import forms
+from django.db import transaction
+from django.db.models import Model, Q, QuerySet
+from drf_spectacular.utils import extend_schema, extend_schema_view
+from rest_framework import mixins, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.exceptions import PermissionDenied
+from rest_framework.pagination import CursorPagination
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from .. import services
+from ..models import Classroom, Job, PlanStatus, Run, RunStatus
+from . import serializers as s
+from .idempotency import header_parameter, idempotent
+from .users import request_user
+
+
+class NewestFirst(CursorPagination):
+    """Cursor pages: constant cost at any depth of a table of millions of rows."""
+
+    page_size = 50
+    max_page_size = 200
+    page_size_query_param = "page_size"
+    ordering = "-id"
+
+
+class OwnedViewSet(viewsets.GenericViewSet[Any]):
+    """A user sees and changes what they own; staff and holders of the model permission
+    (granted in the admin) see or change all. Other users' objects are 404, so ids
+    cannot be probed."""
+
+    pagination_class = NewestFirst
+    model: type[Model]
+
+    def owner_filter(self) -> Q:
+        return Q(owner=self.request.user)
+
+    def scoped(self, perm: str) -> QuerySet[Any]:
+        model = self.model
+        queryset: QuerySet[Any] = model._default_manager.all()
+        user = self.request.user
+        if user.is_staff or user.has_perm(f"schedules.{perm}_{model._meta.model_name}"):
+            return queryset
+        return queryset.filter(self.owner_filter())
+
+    def get_queryset(self) -> QuerySet[Any]:
+        return self.scoped("view")
+
+    def get_object_to_change(self) -> Any:
+        """The object, if this user may change it (403 if they may only see it)."""
+        obj = self.get_object()  # 404 unless visible
+        if not self.scoped("change").filter(pk=obj.pk).exists():
+            raise PermissionDenied("you may see this object but not change it")
+        return obj
+
+    def valid_data(self, serializer_class: Any, data: Any) -> dict[str, Any]:
+        serializer = serializer_class(data=data)
+        serializer.is_valid(raise_exception=True)
+        return dict(serializer.validated_data)
+
+
+class AwareDateTimeFormField(forms.Field):
+    def to_python(self, value: Any) -> dt.datetime | None:
+        if value in self.empty_values:
+            return None
+        try:
+            return s.parse_aware(value)
+        except ValueError as exc:
+            raise forms.ValidationError(str(exc)) from None
+
+
+class AwareDateTimeFilter(django_filters.Filter):
+    """An ISO 8601 bound that must carry its offset, as the API's writes require."""
+
+    field_class = AwareDateTimeFormField
+
+
+class JobFilter(django_filters.FilterSet):
+    status = django_filters.ChoiceFilter(choices=PlanStatus.choices)
+    action = django_filters.CharFilter(help_text="Action name, e.g. send_email.")
+    due_after = AwareDateTimeFilter(field_name="due_at", lookup_expr="gte")
+    due_before = AwareDateTimeFilter(field_name="due_at", lookup_expr="lt")
+
+    class Meta:
+        model = Job
+        fields = ["status", "action", "precision", "due_after", "due_before"]
+
+
+@extend_schema_view(
+    list=extend_schema(summary="List jobs (newest first, cursor pages)"),
+    retrieve=extend_schema(summary="A job with its steps and newest runs"),
+)
+class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, OwnedViewSet):
+    queryset = Job.objects.all()
+    model = Job
+    filterset_class = JobFilter
+    serializer_class = s.JobSerializer
+
+    def get_serializer_class(self) -> Any:
+        return s.JobDetailSerializer if self.action == "retrieve" else s.JobSerializer
+
+    @extend_schema(
+        summary="Schedule a one-off job",
+        request=s.JobCreateSerializer,
+        responses={201: s.JobDetailSerializer},
+        parameters=[header_parameter()],
+    )
+    def create(self, request: Request) -> Response:
+        def do() -> Response:
+            data = self.valid_data(s.JobCreateSerializer, request.data)
+            job = services.job_schedule(owner=request_user(request), **data)
+            return Response(s.JobDetailSerializer(job).data, status=status.HTTP_201_CREATED)
+
+        return idempotent(request, do)
+
+    @extend_schema(
+        summary="Change a scheduled job: due_at reschedules; payload, name, attempts, precision",
+        request=s.JobUpdateSerializer,
+        responses={200: s.JobDetailSerializer},
+    )
+    def partial_update(self, request: Request, pk: str | None = None) -> Response:
+        job = self.get_object_to_change()
+        data = self.valid_data(s.JobUpdateSerializer, request.data)
+        due_at = data.pop("due_at", None)
+        with transaction.atomic():  # both or neither
+            if data:
+                job = services.job_update(job=job, **data)
+            if due_at is not None:
+                job = services.job_reschedule(job=job, due_at=due_at)
+        return Response(s.JobDetailSerializer(job).data)
+
+    @extend_schema(summary="Cancel a job", request=None, responses={200: s.JobDetailSerializer})
+    @action(detail=True, methods=["post"])
+    def cancel(self, request: Request, pk: str | None = None) -> Response:
+        job = services.job_cancel(job=self.get_object_to_change())
+        return Response(s.JobDetailSerializer(job).data)
+
+    @extend_schema(
+        summary="Run a scheduled job now, or a failed one again",
+        request=None,
+        responses={200: s.JobDetailSerializer},
+    )
+    @action(detail=True, methods=["post"], url_path="run-now")
+    def run_now(self, request: Request, pk: str | None = None) -> Response:
+        job = services.job_run_now(job=self.get_object_to_change())
+        return Response(s.JobDetailSerializer(job).data)
+
+
+class ClassroomFilter(django_filters.FilterSet):
+    status = django_filters.ChoiceFilter(choices=PlanStatus.choices)
+    start_after = AwareDateTimeFilter(field_name="start", lookup_expr="gte")
+    start_before = AwareDateTimeFilter(field_name="start", lookup_expr="lt")
+
+    class Meta:
+        model = Classroom
+        fields = ["status", "start_after", "start_before"]
+
+
+@extend_schema_view(
+    list=extend_schema(summary="List classrooms (newest first, cursor pages)"),
+    retrieve=extend_schema(summary="A classroom with its timeline of steps"),
+)
+class ClassroomViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, OwnedViewSet):
+    queryset = Classroom.objects.all()
+    model = Classroom
+    filterset_class = ClassroomFilter
+    serializer_class = s.ClassroomSerializer
+
+    def get_serializer_class(self) -> Any:
+        return s.ClassroomDetailSerializer if self.action == "retrieve" else s.ClassroomSerializer
+
+    @extend_schema(
+        summary="Create a classroom (start recording, live pings, stop recording)",
+        request=s.ClassroomCreateSerializer,
+        responses={201: s.ClassroomDetailSerializer},
+        parameters=[header_parameter()],
+    )
+    def create(self, request: Request) -> Response:
+        def do() -> Response:
+            data = self.valid_data(s.ClassroomCreateSerializer, request.data)
+            classroom = services.classroom_create(owner=request_user(request), **data)
+            return Response(
+                s.ClassroomDetailSerializer(classroom).data, status=status.HTTP_201_CREATED
+            )
+
+        return idempotent(request, do)
+
+    @extend_schema(
+        summary="Change a classroom; only steps not yet run are re-planned",
+        request=s.ClassroomUpdateSerializer,
+        responses={200: s.ClassroomDetailSerializer},
+    )
+    def partial_update(self, request: Request, pk: str | None = None) -> Response:
+        classroom = self.get_object_to_change()
+        data = self.valid_data(s.ClassroomUpdateSerializer, request.data)
+        classroom = services.classroom_update(classroom=classroom, **data)
+        return Response(s.ClassroomDetailSerializer(classroom).data)
+
+    @extend_schema(
+        summary="Cancel a classroom (stops the recording if it started)",
+        request=None,
+        responses={200: s.ClassroomDetailSerializer},
+    )
+    @action(detail=True, methods=["post"])
+    def cancel(self, request: Request, pk: str | None = None) -> Response:
+        classroom = services.classroom_cancel(classroom=self.get_object_to_change())
+        return Response(s.ClassroomDetailSerializer(classroom).data)
+
+
+class RunFilter(django_filters.FilterSet):
+    status = django_filters.ChoiceFilter(choices=RunStatus.choices)
+    started_after = AwareDateTimeFilter(field_name="started_at", lookup_expr="gte")
+    started_before = AwareDateTimeFilter(field_name="started_at", lookup_expr="lt")
+
+    class Meta:
+        model = Run
+        fields = ["status", "job", "classroom", "step", "engine", "started_after", "started_before"]
+
+
+@extend_schema_view(
+    list=extend_schema(summary="List runs (newest first, cursor pages)"),
+    retrieve=extend_schema(summary="A run"),
+)
+class RunViewSet(viewsets.ReadOnlyModelViewSet[Run], OwnedViewSet):
+    queryset = Run.objects.all()
+    model = Run
+    filterset_class = RunFilter
+    serializer_class = s.RunSerializer
+
+    def owner_filter(self) -> Q:
+        return Q(job__owner=self.request.user) | Q(classroom__owner=self.request.user)
