@@ -68,6 +68,10 @@ def _configure_sqs(settings: Any) -> None:
     }
     app.conf.task_create_missing_queues = False
     app.conf.worker_enable_remote_control = False
+    # A received SQS message's visibility clock runs while it waits in the worker.
+    # Reserving one message per process (acks_late: the running one) means none
+    # waits behind another task, so none can outlive its visibility and run twice.
+    app.conf.worker_prefetch_multiplier = 1
 
 
 _configure()

@@ -114,8 +114,8 @@ if _db["ENGINE"] == "django.db.backends.sqlite3":
     # other processes that must see the test database.
     # One file per test run, so two runs at once never share it.
     _db["TEST"] = {"NAME": str(Path(tempfile.gettempdir()) / f"schedules-test-{os.getpid()}.db")}
-# Keep connections between requests and between Celery tasks (the worker
-# would otherwise reconnect for every task).
+# Keep connections between requests and between Celery tasks; they are
+# health-checked before reuse (the tasks call close_old_connections).
 _db["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
 _db["CONN_HEALTH_CHECKS"] = True
 
@@ -232,6 +232,9 @@ CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://")
 CELERY_BROKER_DIR = Path(env.str("CELERY_BROKER_DIR", default=str(DATA_DIR / "broker")))
 CELERY_BROKER_POLLING_INTERVAL = env.float("CELERY_BROKER_POLLING_INTERVAL", default=0.005)
 CELERY_TASK_DEFAULT_QUEUE = env.str("CELERY_TASK_DEFAULT_QUEUE", default="schedules")
+# Celery's Django fixup closes every database connection around every task unless
+# this is set: the worker then reconnects once per this many tasks instead.
+CELERY_DB_REUSE_MAX = env.int("CELERY_DB_REUSE_MAX", default=1000)
 
 # --- Schedules ----------------------------------------------------------------------
 SCHEDULES_ENGINES = {
@@ -250,6 +253,9 @@ SCHEDULES_LEASE_SECONDS = env.int("SCHEDULES_LEASE_SECONDS", default=300)
 SCHEDULES_REDELIVER_AFTER = env.int("SCHEDULES_REDELIVER_AFTER", default=300)
 SCHEDULES_EARLY_HOLD_MAX = env.float("SCHEDULES_EARLY_HOLD_MAX", default=5.0)
 SCHEDULES_DISPATCH_BATCH = env.int("SCHEDULES_DISPATCH_BATCH", default=500)
+SCHEDULES_DISPATCH_LOOKAHEAD = env.float("SCHEDULES_DISPATCH_LOOKAHEAD", default=0.2)
+SCHEDULES_DISPATCH_CHUNK = env.int("SCHEDULES_DISPATCH_CHUNK", default=50)
+SCHEDULES_DISPATCH_SPREAD = env.int("SCHEDULES_DISPATCH_SPREAD", default=2)
 SCHEDULES_DISPATCH_MAX_SLEEP = env.float("SCHEDULES_DISPATCH_MAX_SLEEP", default=30.0)
 SCHEDULES_DISPATCH_WAKE_POLL = env.float("SCHEDULES_DISPATCH_WAKE_POLL", default=0.01)
 SCHEDULES_SWEEP_INTERVAL = env.float("SCHEDULES_SWEEP_INTERVAL", default=30.0)

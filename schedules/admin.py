@@ -5,7 +5,8 @@ Writes go through ``schedules.services`` only: the add and change forms
 actions call them per object. Steps and runs are results, so they are
 read-only. Every changelist is built for tables of millions of rows (see
 STYLE.md, "Admin for big tables"): no full count, no N+1, big columns deferred,
-sorting and date drill-down only on indexed columns, filters that need no
+sorting and time-window filters only on indexed columns (no date_hierarchy:
+its year list is a DISTINCT over the whole table), filters that need no
 query, and inlines that load a bounded number of rows.
 """
 
@@ -16,8 +17,10 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlencode
 
+from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
+from django.contrib.admin import helpers
 from django.contrib.admin.views.main import ChangeList
 from django.contrib.auth.models import User
 from django.core.exceptions import ImproperlyConfigured, ValidationError
@@ -26,7 +29,9 @@ from django.db import models, router, transaction
 from django.db.models import OuterRef, Q, QuerySet, Subquery
 from django.forms import BaseInlineFormSet, ModelForm
 from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.functional import cached_property
 from django.utils.html import format_html
 from django.utils.translation import ngettext
@@ -40,7 +45,9 @@ from .forms import (
     ClassroomChangeForm,
     JobAddForm,
     JobChangeForm,
+    RescheduleJobsForm,
     ServiceModelForm,
+    ShiftClassroomsForm,
 )
 from .models import Classroom, Job, PlanStatus, Run, Step
 
@@ -161,6 +168,71 @@ class EngineFilter(admin.SimpleListFilter):
     def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
         value = self.value()
         return queryset.filter(engine=value) if value else queryset
+
+
+class TimeWindowFilter(admin.SimpleListFilter):
+    """Fixed windows around now on an indexed date column: a range scan, never a DISTINCT.
+
+    Django's ``date_hierarchy`` lists the years present with a DISTINCT over the
+    whole table on every unfiltered changelist; these choices need no query.
+    """
+
+    field = ""
+    #: (value, label, start offset, end offset) relative to now; None is open-ended.
+    windows: tuple[tuple[str, str, dt.timedelta | None, dt.timedelta | None], ...] = ()
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [(value, label) for value, label, _start, _end in self.windows]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        value = self.value()
+        now = timezone.now()
+        for key, _label, start, end in self.windows:
+            if key == value:
+                if start is not None:
+                    queryset = queryset.filter(**{f"{self.field}__gte": now + start})
+                if end is not None:
+                    queryset = queryset.filter(**{f"{self.field}__lt": now + end})
+        return queryset
+
+
+HOUR, DAY = dt.timedelta(hours=1), dt.timedelta(days=1)
+DUE_WINDOWS = (
+    ("overdue", "overdue (before now)", None, dt.timedelta(0)),
+    ("next_hour", "in the next hour", dt.timedelta(0), HOUR),
+    ("next_day", "in the next 24 hours", dt.timedelta(0), DAY),
+    ("next_week", "in the next 7 days", dt.timedelta(0), 7 * DAY),
+    ("later", "after the next 7 days", 7 * DAY, None),
+    ("past_day", "in the last 24 hours", -DAY, dt.timedelta(0)),
+    ("past_week", "in the last 7 days", -7 * DAY, dt.timedelta(0)),
+)
+PAST_WINDOWS = (
+    ("past_hour", "in the last hour", -HOUR, None),
+    ("past_day", "in the last 24 hours", -DAY, None),
+    ("past_week", "in the last 7 days", -7 * DAY, None),
+    ("older", "before the last 7 days", None, -7 * DAY),
+)
+
+
+class DueFilter(TimeWindowFilter):
+    title = "due"
+    parameter_name = "due"
+    field = "due_at"
+    windows = DUE_WINDOWS
+
+
+class StartFilter(TimeWindowFilter):
+    title = "start"
+    parameter_name = "starts"
+    field = "start"
+    windows = DUE_WINDOWS
+
+
+class StartedFilter(TimeWindowFilter):
+    title = "started"
+    parameter_name = "started"
+    field = "started_at"
+    windows = PAST_WINDOWS
 
 
 # --- Bounded, read-only inlines ---------------------------------------------------------------
@@ -297,7 +369,8 @@ class CappedCountPaginator(Paginator):  # type: ignore[type-arg]  # generic in t
     def count(self) -> int:
         object_list: Any = self.object_list
         if isinstance(object_list, QuerySet):
-            return int(object_list[: self.cap + 1].count())
+            # Only the keys: the count must not compute the columns' annotations.
+            return int(object_list.values("pk")[: self.cap + 1].count())
         return len(object_list)
 
     @property
@@ -385,6 +458,16 @@ class PlanAdmin(BigTableAdmin[M]):
     def is_frozen(self, obj: M) -> bool:
         raise NotImplementedError
 
+    @admin.display(description="engine")
+    def engine(self, obj: M) -> str:
+        """The engine holding the latest step (annotated by changelist_queryset)."""
+        return getattr(obj, "step_engine", None) or "-"
+
+    @admin.display(description="last lateness")
+    def last_lateness(self, obj: M) -> str:
+        """Start minus due of the latest run (annotated by changelist_queryset)."""
+        return format_lateness(getattr(obj, "last_lateness", None))
+
     def get_form(
         self, request: HttpRequest, obj: M | None = None, change: bool = False, **kwargs: Any
     ) -> type[ModelForm[M]]:
@@ -437,6 +520,43 @@ class PlanAdmin(BigTableAdmin[M]):
             transaction.set_rollback(True, using=router.db_for_write(self.model))
         return super().render_change_form(request, context, add, change, form_url, obj)
 
+    def ask_then_apply(
+        self,
+        request: HttpRequest,
+        queryset: QuerySet[M],
+        *,
+        form_class: type[forms.Form],
+        title: str,
+        submit_label: str,
+        apply: Callable[[forms.Form], None],
+    ) -> HttpResponse | None:
+        """An action that needs input: show ``form_class`` first, then ``apply`` it.
+
+        The intermediate page posts back to the changelist with the same action and
+        selection (as Django's delete confirmation does); a valid form runs ``apply``.
+        """
+        form = form_class(request.POST if "apply" in request.POST else None)
+        if "apply" in request.POST and form.is_valid():
+            apply(form)
+            return None  # back to the changelist, with the messages
+        selected = request.POST.getlist(helpers.ACTION_CHECKBOX_NAME)
+        objects = list(queryset.select_related(None)[: ACTION_ERRORS_SHOWN * 5 + 1])
+        context = {
+            **self.admin_site.each_context(request),
+            "title": title,
+            "opts": self.model._meta,
+            "objects": objects[: ACTION_ERRORS_SHOWN * 5],
+            "more": len(objects) > ACTION_ERRORS_SHOWN * 5,
+            "selected": selected,
+            "select_across": request.POST.get("select_across") == "1",
+            "action": request.POST.get("action", ""),
+            "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+            "form": form,
+            "media": self.media + form.media,
+            "submit_label": submit_label,
+        }
+        return TemplateResponse(request, "admin/schedules/action_form.html", context)
+
     def apply_service(
         self,
         request: HttpRequest,
@@ -483,19 +603,28 @@ class PlanAdmin(BigTableAdmin[M]):
 class JobAdmin(PlanAdmin[Job]):
     add_form = JobAddForm
     change_form = JobChangeForm
-    list_display = ("id", "name", "action", "status", "due_at", "precision", "attempts", "owner")
+    list_display = (
+        "id",
+        "name",
+        "action",
+        "status",
+        "due_at",
+        "engine",
+        "last_lateness",
+        "attempts",
+        "owner",
+    )
     list_display_links = ("id", "name")
-    list_filter = ("status", ActionFilter, "precision")
+    list_filter = ("status", DueFilter, ActionFilter, "precision")
     list_select_related = ("owner",)
     search_fields = ("name", "action")
     search_help_text = "Part of a job's name or action, or a job id."
-    date_hierarchy = "due_at"
     sortable_by = ("id", "due_at")
     ordering = ("-due_at",)
     raw_id_fields = ("owner",)
     changelist_defer = ("payload",)
     inlines = (StepInline, RunInline)
-    actions = ("cancel_selected", "run_now")
+    actions = ("cancel_selected", "run_now", "reschedule_selected")
     add_fieldsets = (
         (None, {"fields": ("name", "action", "payload")}),
         ("When", {"fields": ("due_at", "time_zone", "precision", "max_attempts")}),
@@ -519,12 +648,18 @@ class JobAdmin(PlanAdmin[Job]):
         return obj.status != PlanStatus.SCHEDULED  # the services edit scheduled jobs only
 
     def changelist_queryset(self, queryset: QuerySet[Job]) -> QuerySet[Job]:
-        # One correlated subquery on the indexed step.job_id, run for the page's rows only.
+        # Correlated subqueries on the indexed (job, id) keys, run for the page's rows only
+        # (the capped count reads keys only).
         latest_step = Step.objects.filter(job=OuterRef("pk")).order_by("-pk")
+        latest_run = Run.objects.filter(job=OuterRef("pk")).order_by("-pk")
         return (
             super()
             .changelist_queryset(queryset)
-            .annotate(step_attempts=Subquery(latest_step.values("attempts")[:1]))
+            .annotate(
+                step_attempts=Subquery(latest_step.values("attempts")[:1]),
+                step_engine=Subquery(latest_step.values("engine")[:1]),
+                last_lateness=Subquery(latest_run.values("lateness")[:1]),
+            )
         )
 
     @admin.display(description="attempts")
@@ -541,6 +676,31 @@ class JobAdmin(PlanAdmin[Job]):
             lambda n: (
                 ngettext("%(count)d job cancelled.", "%(count)d jobs cancelled.", n) % {"count": n}
             ),
+        )
+
+    @admin.action(description="Reschedule selected jobs", permissions=["change"])
+    def reschedule_selected(
+        self, request: HttpRequest, queryset: QuerySet[Job]
+    ) -> HttpResponse | None:
+        def apply(form: forms.Form) -> None:
+            due_at = form.cleaned_data["due_at"]
+            self.apply_service(
+                request,
+                queryset.select_related(None).only("pk", "name", "action"),
+                lambda job: services.job_reschedule(job=job, due_at=due_at),
+                lambda n: (
+                    ngettext("%(count)d job rescheduled.", "%(count)d jobs rescheduled.", n)
+                    % {"count": n}
+                ),
+            )
+
+        return self.ask_then_apply(
+            request,
+            queryset,
+            form_class=RescheduleJobsForm,
+            title="Reschedule jobs",
+            submit_label="Reschedule",
+            apply=apply,
         )
 
     @admin.action(description="Run selected jobs now", permissions=["change"])
@@ -570,21 +730,21 @@ class ClassroomAdmin(PlanAdmin[Classroom]):
         "start",
         "end",
         "live_ping_interval",
-        "precision",
+        "engine",
+        "last_lateness",
         "recording_service_ref",
         "owner",
     )
     list_display_links = ("id", "title")
-    list_filter = ("status", "precision")
+    list_filter = ("status", StartFilter, "precision")
     list_select_related = ("owner",)
     search_fields = ("title", "recording_service_ref")
     search_help_text = "Part of a classroom's title or recording reference, or a classroom id."
-    date_hierarchy = "start"
     sortable_by = ("id", "start")
     ordering = ("-start",)
     raw_id_fields = ("owner",)
     inlines = (StepInline, RunInline)
-    actions = ("cancel_selected",)
+    actions = ("cancel_selected", "shift_selected")
     add_fieldsets = (
         (None, {"fields": ("title", "recording_service_ref")}),
         ("When", {"fields": ("start", "end", "live_ping_interval", "time_zone", "precision")}),
@@ -599,6 +759,43 @@ class ClassroomAdmin(PlanAdmin[Classroom]):
 
     def is_frozen(self, obj: Classroom) -> bool:
         return obj.status in FINAL_PLAN_STATES
+
+    def changelist_queryset(self, queryset: QuerySet[Classroom]) -> QuerySet[Classroom]:
+        latest_step = Step.objects.filter(classroom=OuterRef("pk")).order_by("-pk")
+        latest_run = Run.objects.filter(classroom=OuterRef("pk")).order_by("-pk")
+        return (
+            super()
+            .changelist_queryset(queryset)
+            .annotate(
+                step_engine=Subquery(latest_step.values("engine")[:1]),
+                last_lateness=Subquery(latest_run.values("lateness")[:1]),
+            )
+        )
+
+    @admin.action(description="Move selected classrooms", permissions=["change"])
+    def shift_selected(
+        self, request: HttpRequest, queryset: QuerySet[Classroom]
+    ) -> HttpResponse | None:
+        def apply(form: forms.Form) -> None:
+            by = dt.timedelta(minutes=form.cleaned_data["minutes"])
+            self.apply_service(
+                request,
+                queryset.select_related(None).only("pk", "title"),
+                lambda classroom: services.classroom_shift(classroom=classroom, by=by),
+                lambda n: (
+                    ngettext("%(count)d classroom moved.", "%(count)d classrooms moved.", n)
+                    % {"count": n}
+                ),
+            )
+
+        return self.ask_then_apply(
+            request,
+            queryset,
+            form_class=ShiftClassroomsForm,
+            title="Move classrooms",
+            submit_label="Move",
+            apply=apply,
+        )
 
     @admin.action(description="Cancel selected classrooms", permissions=["change"])
     def cancel_selected(self, request: HttpRequest, queryset: QuerySet[Classroom]) -> None:
@@ -631,11 +828,10 @@ class StepAdmin(ReadOnlyAdmin[Step]):
         "timer",
         "attempts_display",
     )
-    list_filter = ("state", EngineFilter, "arm_state", "precision", ActionFilter)
+    list_filter = ("state", DueFilter, EngineFilter, "arm_state", "precision", ActionFilter)
     search_fields = ("id",)
     search_text = False
     search_help_text = "A step id."
-    date_hierarchy = "due_at"
     sortable_by = ("id", "due_at")
     ordering = ("-due_at",)
     raw_id_fields = ("job", "classroom")
@@ -700,13 +896,12 @@ class RunAdmin(ReadOnlyAdmin[Run]):
         "owner",
         "worker",
     )
-    list_filter = ("status", ActionFilter, EngineFilter, "uncertain")
+    list_filter = ("status", StartedFilter, ActionFilter, EngineFilter, "uncertain")
     search_fields = ("id",)
     search_text = False
     search_ids = ("pk", "step_id")
     change_list_template = "admin/schedules/run/change_list.html"
     search_help_text = "A run id or a step id."
-    date_hierarchy = "started_at"
     sortable_by = ("id", "started_at")
     ordering = ("-started_at",)
     raw_id_fields = ("step", "job", "classroom")

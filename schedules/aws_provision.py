@@ -239,11 +239,14 @@ class Provisioner:
                 not current.get("StreamEnabled")
                 or current.get("StreamViewType") != (stream["StreamViewType"])
             ):
+                active = self.dynamodb.get_waiter("table_exists")  # waits for ACTIVE
                 if current.get("StreamEnabled"):  # another view type: replace the stream
                     self.dynamodb.update_table(
                         TableName=name, StreamSpecification={"StreamEnabled": False}
                     )
+                    active.wait(TableName=name)  # one update at a time
                 self.dynamodb.update_table(TableName=name, StreamSpecification=stream)
+                active.wait(TableName=name)
                 table = self.dynamodb.describe_table(TableName=name)["Table"]
                 action = "updated"
         ttl = self.dynamodb.describe_time_to_live(TableName=name)["TimeToLiveDescription"]
@@ -260,23 +263,50 @@ class Provisioner:
         self.result.changes.append(Change("dynamodb table", name, action, table["TableArn"]))
 
     def _event_source_mapping(self) -> None:
-        """Subscribe the forwarder Lambda to the stream, TTL removals only."""
+        """Subscribe the forwarder Lambda to the stream, TTL removals only.
+
+        An existing mapping whose settings drifted (filter, batch size, partial batch
+        failure reporting) is updated in place; its starting position cannot change.
+        """
+        wanted: dict[str, Any] = {
+            "BatchSize": 100,
+            "FunctionResponseTypes": ["ReportBatchItemFailures"],
+            "FilterCriteria": {"Filters": [{"Pattern": json.dumps(TTL_REMOVAL_FILTER)}]},
+        }
         existing = self.lambda_client.list_event_source_mappings(
             EventSourceArn=self.result.stream_arn, FunctionName=self.forwarder_function_arn
         )["EventSourceMappings"]
         if existing:
-            uuid = existing[0]["UUID"]
+            current = existing[0]
+            uuid = current["UUID"]
+            patterns = [
+                json.loads(f.get("Pattern") or "{}")
+                for f in (current.get("FilterCriteria") or {}).get("Filters", [])
+            ]
+            same = (
+                current.get("BatchSize") == wanted["BatchSize"]
+                and list(current.get("FunctionResponseTypes") or [])
+                == wanted["FunctionResponseTypes"]
+                and patterns == [TTL_REMOVAL_FILTER]
+            )
+            if not same:
+                self.lambda_client.update_event_source_mapping(UUID=uuid, **wanted)
             self.result.changes.append(
-                Change("event source mapping", self.forwarder_function_arn, "unchanged", uuid)
+                Change(
+                    "event source mapping",
+                    self.forwarder_function_arn,
+                    "unchanged" if same else "updated",
+                    uuid,
+                )
             )
             return
         mapping = self.lambda_client.create_event_source_mapping(
             EventSourceArn=self.result.stream_arn,
             FunctionName=self.forwarder_function_arn,
-            StartingPosition="LATEST",
-            BatchSize=100,
-            FunctionResponseTypes=["ReportBatchItemFailures"],
-            FilterCriteria={"Filters": [{"Pattern": json.dumps(TTL_REMOVAL_FILTER)}]},
+            # From the oldest record kept: removals made before the mapping existed are
+            # forwarded too (a repeat is skipped by the worker's fencing).
+            StartingPosition="TRIM_HORIZON",
+            **wanted,
         )
         self.result.changes.append(
             Change("event source mapping", self.forwarder_function_arn, "created", mapping["UUID"])

@@ -35,3 +35,36 @@ def check_recording_backend(app_configs: Any = None, **kwargs: Any) -> list[chec
     except ImproperlyConfigured as exc:
         return [checks.Error(str(exc), id="schedules.E002")]
     return []
+
+
+@checks.register()
+def check_timing(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """Settings whose values must agree with each other."""
+    errors: list[checks.CheckMessage] = []
+    lookahead = settings.SCHEDULES_DISPATCH_LOOKAHEAD
+    hold = settings.SCHEDULES_EARLY_HOLD_MAX
+    if not 0 <= lookahead < hold:
+        errors.append(
+            checks.Error(
+                f"SCHEDULES_DISPATCH_LOOKAHEAD is {lookahead} s; it must be at least 0 and "
+                f"less than SCHEDULES_EARLY_HOLD_MAX ({hold} s), or the worker would re-arm "
+                "every step the dispatcher releases early.",
+                id="schedules.E003",
+            )
+        )
+    for name in ("SCHEDULES_DISPATCH_CHUNK", "SCHEDULES_DISPATCH_SPREAD"):
+        if getattr(settings, name) < 1:
+            errors.append(checks.Error(f"{name} must be at least 1.", id="schedules.E004"))
+    visibility = settings.SCHEDULES_SQS_VISIBILITY_TIMEOUT
+    if settings.CELERY_BROKER_URL.startswith("sqs://") and visibility <= (
+        settings.CELERY_TASK_TIME_LIMIT
+    ):
+        errors.append(
+            checks.Error(
+                f"SCHEDULES_SQS_VISIBILITY_TIMEOUT ({visibility} s) must be longer than the "
+                f"task time limit ({settings.CELERY_TASK_TIME_LIMIT:.0f} s, from "
+                "SCHEDULES_LEASE_SECONDS), or SQS redelivers messages still being worked on.",
+                id="schedules.E005",
+            )
+        )
+    return errors

@@ -1,8 +1,12 @@
 """The local engine's dispatcher loop (``manage.py run_scheduler``).
 
-It claims due steps in batches by the (state, due_at) index, publishes them to
-Celery after the claim commits, and then sleeps until the next due time. A
-newly saved earlier step wakes it: PostgreSQL delivers a NOTIFY, SQLite bumps
+It claims due steps in batches by the (state, due_at) index, a lookahead
+(SCHEDULES_DISPATCH_LOOKAHEAD, default 0.2 s) before they are due, publishes
+them to Celery in a few ``run_steps`` messages after the claim commits (the
+worker holds each step until its due time), and then sleeps until the next
+step comes within the lookahead, but at least half the lookahead after a
+release, so that steady traffic goes out in batches. A newly saved earlier
+step wakes it: PostgreSQL delivers a NOTIFY, SQLite bumps
 ``PRAGMA data_version`` on every commit by another connection, which the
 dispatcher watches at SCHEDULES_DISPATCH_WAKE_POLL. Memory stays flat: only
 one batch of ids is ever held. Every SCHEDULES_SWEEP_INTERVAL it also arms
@@ -12,6 +16,7 @@ Idempotency-Keys.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -25,14 +30,20 @@ from django.utils import timezone
 from .engines.local import WAKE_CHANNEL
 from .services import (
     idempotency_purge_expired,
+    lookahead,
     steps_arm_pending,
     steps_claim_due,
     steps_next_due_at,
     steps_publish,
     steps_redeliver_lost,
+    steps_unclaim,
 )
 
 logger = logging.getLogger(__name__)
+
+#: Back-off after a failed loop turn (database or broker down): 0.5 s doubling to 30 s.
+ERROR_BACKOFF_BASE = 0.5
+ERROR_BACKOFF_MAX = 30.0
 
 
 class Waker:
@@ -111,6 +122,7 @@ class DispatcherStats:
     batches: int = 0
     sweeps: int = 0
     wakeups: int = 0
+    errors: int = 0
     last_batch_at: float = 0.0
     extra: dict[str, int] = field(default_factory=dict)
 
@@ -140,10 +152,18 @@ class Dispatcher:
         raise NotImplementedError(f"no dispatcher wake-up for {connection.vendor}")
 
     def release_once(self) -> int:
-        """Claim and publish one batch of due steps. Returns how many."""
+        """Claim and publish one batch of due steps. Returns how many.
+
+        If the publish fails (the broker is down), the claim is given back so
+        the steps are released again as soon as the broker answers.
+        """
         rows = steps_claim_due(limit=self.batch_size)
         if rows:
-            steps_publish(rows)
+            try:
+                steps_publish(rows)
+            except BaseException:
+                steps_unclaim(rows)
+                raise
             self.stats.released += len(rows)
             self.stats.batches += 1
             self.stats.last_batch_at = time.monotonic()
@@ -165,28 +185,64 @@ class Dispatcher:
             )
 
     def seconds_until_next_due(self) -> float:
+        """Until the next step is within the lookahead (when it is claimed and released)."""
         due = steps_next_due_at()
         if due is None:
             return self.max_sleep
-        return max(0.0, min((due - timezone.now()).total_seconds(), self.max_sleep))
+        wait = (due - lookahead() - timezone.now()).total_seconds()
+        return max(0.0, min(wait, self.max_sleep))
 
     def run(self) -> None:
-        waker = self._make_waker()
+        """Release due steps until ``stop`` is set. Survives database and broker outages."""
+        waker: Waker | None = None
         next_sweep = time.monotonic()
+        next_claim = 0.0
+        # Steady traffic would otherwise be claimed a few steps at a time, as each
+        # crosses into the lookahead. Pausing half the lookahead after a release
+        # gathers it into batches; a step is still released half the lookahead early.
+        min_gap = settings.SCHEDULES_DISPATCH_LOOKAHEAD / 2
+        failures = 0
         logger.info(
             "dispatcher started (batch %s, database %s)", self.batch_size, connection.vendor
         )
         try:
             while not self.stop.is_set():
-                if time.monotonic() >= next_sweep:
-                    self.sweep()
-                    next_sweep = time.monotonic() + self.sweep_interval
-                if self.release_once() >= self.batch_size:
-                    continue  # more are due: no sleep
-                timeout = min(self.seconds_until_next_due(), next_sweep - time.monotonic())
-                if timeout > 0:
-                    waker.wait(timeout)
-                    self.stats.wakeups += 1
+                try:
+                    if waker is None:
+                        waker = self._make_waker()
+                    if time.monotonic() >= next_sweep:
+                        self.sweep()
+                        next_sweep = time.monotonic() + self.sweep_interval
+                    pause = next_claim - time.monotonic()
+                    if pause > 0:
+                        self.stop.wait(pause)
+                    released = self.release_once()
+                    if released >= self.batch_size:
+                        failures = 0
+                        continue  # more are due: no sleep
+                    if released:
+                        next_claim = time.monotonic() + min_gap
+                    timeout = min(self.seconds_until_next_due(), next_sweep - time.monotonic())
+                    if timeout > 0:
+                        waker.wait(timeout)
+                        self.stats.wakeups += 1
+                    failures = 0
+                except Exception:
+                    # A database or broker outage: log, back off, carry on. Nothing claimed
+                    # is lost: a failed publish gives its claim back (release_once).
+                    failures += 1
+                    self.stats.errors += 1
+                    delay = min(ERROR_BACKOFF_MAX, ERROR_BACKOFF_BASE * 2 ** (failures - 1))
+                    logger.exception(
+                        "dispatcher error (%s in a row); retrying in %.1f s", failures, delay
+                    )
+                    if waker is not None:
+                        with contextlib.suppress(Exception):
+                            waker.close()
+                        waker = None
+                    connection.close()  # a fresh connection on the next turn
+                    self.stop.wait(delay)
         finally:
-            waker.close()
+            if waker is not None:
+                waker.close()
             logger.info("dispatcher stopped after releasing %s step(s)", self.stats.released)

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from django import forms
 from django.conf import settings
+from django.contrib.admin.widgets import AdminSplitDateTime
 from django.contrib.auth.models import User
 from django.core.exceptions import NON_FIELD_ERRORS, FieldDoesNotExist, ValidationError
 from django.db import models, transaction
@@ -429,3 +430,45 @@ class ClassroomChangeForm(ServiceModelForm[Classroom]):
         if not changes:
             return self.instance
         return services.classroom_update(classroom=self.instance, **changes)
+
+
+# --- Intermediate forms of admin actions ----------------------------------------------------------
+
+
+class RescheduleJobsForm(forms.Form):
+    """The new due time for the jobs selected in the changelist."""
+
+    due_at = forms.SplitDateTimeField(
+        label="New due time",
+        widget=AdminSplitDateTime(),
+        help_text="",
+    )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["due_at"].help_text = due_help(
+            f"In the admin's time zone, {timezone.get_current_timezone_name()}. Each selected "
+            "job moves to this time under a new version: its old timer is disarmed and a "
+            "message already sent for the old time is skipped."
+        )
+
+
+class ShiftClassroomsForm(forms.Form):
+    """How far to move the selected classrooms (start and end together)."""
+
+    minutes = forms.IntegerField(
+        label="Move by (minutes)",
+        help_text=(
+            "Added to each selected classroom's start and end (negative moves earlier). "
+            "Steps that have not run are re-planned; steps that ran keep their history. "
+            "A classroom already live keeps its start."
+        ),
+        min_value=-7 * 24 * 60,
+        max_value=366 * 24 * 60,
+    )
+
+    def clean_minutes(self) -> int:
+        minutes: int = self.cleaned_data["minutes"]
+        if minutes == 0:
+            raise ValidationError("must not be 0: the classrooms would not move")
+        return minutes

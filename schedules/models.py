@@ -187,12 +187,10 @@ class Step(models.Model):
         indexes = [
             # The dispatcher's "next due steps" and the admin's default filter.
             models.Index(fields=["state", "due_at"], name="step_state_due"),
-            # The arm sweep: steps waiting for their engine, by due time.
-            models.Index(
-                fields=["due_at"],
-                name="step_unarmed_due",
-                condition=Q(arm_state__in=["unarmed", "error"], state="scheduled"),
-            ),
+            # The arm sweep: steps waiting for their engine, by due time, one equality
+            # seek per arm state. Not a partial index: SQLite uses a partial index only
+            # when the query's own literals imply its condition, and queries bind values.
+            models.Index(fields=["state", "arm_state", "due_at"], name="step_state_arm_due"),
             models.Index(fields=["due_at"], name="step_due"),
         ]
         constraints = [

@@ -12,6 +12,8 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from botocore.exceptions import ClientError
+
 from .models import StreamCheckpoint
 from .ttl_forwarder import forward_records
 
@@ -64,28 +66,58 @@ class StreamReader:
             if shard_id in finished or (parent in known and parent not in finished):
                 continue  # done, or its parent's records must go first
             stats.shards += 1
-            if self._read_shard(shard_id, stats):
+            if self._read_shard(shard, stats):
                 finished.add(shard_id)
         return stats
 
-    def _read_shard(self, shard_id: str, stats: PassStats) -> bool:
-        """Read one shard as far as it goes now. True when the shard is closed and done."""
+    def _iterator(self, shard_id: str, after: str) -> str | None:
+        """An iterator after ``after`` (or at the oldest record); None if the shard is gone."""
+        kwargs: dict[str, Any] = {"StreamArn": self.stream_arn, "ShardId": shard_id}
+        if after:
+            kwargs |= {"ShardIteratorType": "AFTER_SEQUENCE_NUMBER", "SequenceNumber": after}
+        else:
+            kwargs["ShardIteratorType"] = "TRIM_HORIZON"
+        try:
+            return str(self.streams.get_shard_iterator(**kwargs)["ShardIterator"])
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code")
+            if code == "TrimmedDataAccessException" and after:
+                # The position is older than the stream keeps (24 h): the records in
+                # between are gone. Say so loudly; the overdue sweep releases their steps.
+                logger.error(
+                    "stream %s shard %s: records after %s were trimmed before they were "
+                    "read; resuming at the oldest record kept (the overdue sweep releases "
+                    "the steps whose removals were lost)",
+                    self.stream_arn,
+                    shard_id,
+                    after,
+                )
+                return self._iterator(shard_id, "")
+            if code == "ResourceNotFoundException":
+                return None  # the shard itself was trimmed away
+            raise
+
+    def _read_shard(self, shard: dict[str, Any], stats: PassStats) -> bool:
+        """Read one shard as far as it goes now. True when the shard is closed and done.
+
+        An open shard is read until a page comes back empty (caught up). A closed
+        shard (it has an ending sequence number) is read until the stream stops
+        handing out iterators: DynamoDB may return empty pages in the middle of one.
+        """
+        shard_id = shard["ShardId"]
+        closed = "EndingSequenceNumber" in shard.get("SequenceNumberRange", {})
         checkpoint, _ = StreamCheckpoint.objects.get_or_create(
             stream_arn=self.stream_arn, shard_id=shard_id
         )
-        if checkpoint.sequence_number:
-            iterator = self.streams.get_shard_iterator(
-                StreamArn=self.stream_arn,
-                ShardId=shard_id,
-                ShardIteratorType="AFTER_SEQUENCE_NUMBER",
-                SequenceNumber=checkpoint.sequence_number,
-            )["ShardIterator"]
-        else:
-            iterator = self.streams.get_shard_iterator(
-                StreamArn=self.stream_arn, ShardId=shard_id, ShardIteratorType="TRIM_HORIZON"
-            )["ShardIterator"]
+        iterator = self._iterator(shard_id, checkpoint.sequence_number)
         while iterator:
-            response = self.streams.get_records(ShardIterator=iterator, Limit=self.batch_size)
+            try:
+                response = self.streams.get_records(ShardIterator=iterator, Limit=self.batch_size)
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") != "ExpiredIteratorException":
+                    raise
+                iterator = self._iterator(shard_id, checkpoint.sequence_number)
+                continue
             records = response["Records"]
             if records:
                 sent, failed = forward_records(records, send=self._send, queue_name=self.queue_name)
@@ -109,7 +141,7 @@ class StreamReader:
                     )
                     return False
             iterator = response.get("NextShardIterator")
-            if not records:
+            if not records and not closed:
                 break  # caught up with an open shard
         if not iterator:
             checkpoint.finished = True

@@ -99,3 +99,22 @@ def test_an_unknown_engine_fails_the_system_check_with_a_suggestion(tmp_path):
     assert result.returncode != 0
     assert "Unknown schedules engine 'locl'" in result.stderr
     assert "Did you mean 'local'?" in result.stderr
+
+
+def test_the_sqs_worker_reserves_one_message_per_process(tmp_path):
+    """On SQS a reserved message's visibility clock runs: none may wait behind a task."""
+    result = manage(
+        "shell",
+        "-c",
+        "from scheduler_project.celery import app; c = app.conf;"
+        " o = c.broker_transport_options;"
+        " print(c.worker_prefetch_multiplier, o['visibility_timeout'], o['wait_time_seconds'],"
+        " list(o['predefined_queues']))",
+        env={
+            "CELERY_BROKER_URL": "sqs://",
+            "SCHEDULES_SQS_QUEUE_URL": "http://127.0.0.1:1/123456789012/schedules",
+        },
+        tmp_path=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "1 360 10 ['schedules']"

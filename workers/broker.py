@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 import uuid
 from queue import Empty
-from time import monotonic
+from time import monotonic_ns
 from typing import Any
 
 from kombu.exceptions import ChannelError
@@ -31,8 +31,13 @@ CLAIMED_SUFFIX = ".claimed"
 
 
 class Channel(filesystem.Channel):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        #: Per queue, the names of the last listing not yet served (newest first).
+        self._listings: dict[str, list[str]] = {}
+        super().__init__(*args, **kwargs)
+
     def _put(self, queue: str, payload: Any, **kwargs: Any) -> None:  # type: ignore[override]
-        name = f"{round(monotonic() * 1000):015d}_{uuid.uuid4()}.{queue}.msg"
+        name = f"{monotonic_ns():020d}_{uuid.uuid4()}.{queue}.msg"
         final = os.path.join(self.data_folder_out, name)
         tmp = final + ".tmp"
         try:
@@ -43,22 +48,39 @@ class Channel(filesystem.Channel):
             raise ChannelError(f"Cannot add file {final!r} to directory") from exc
 
     def _get(self, queue: str, timeout: float | None = None) -> Any:
+        """The oldest message of ``queue``, claimed by a rename so only one consumer reads it.
+
+        The folder is listed once and the names served from that listing (oldest
+        first) until it is used up; listing and sorting the whole folder for every
+        message would make a backlog quadratic.
+        """
         suffix = f".{queue}.msg"
         folder = self.data_folder_in
-        for name in sorted(n for n in os.listdir(folder) if n.endswith(suffix)):
-            path = os.path.join(folder, name)
-            claimed = f"{path}{CLAIMED_SUFFIX}.{os.getpid()}"
-            try:
-                os.rename(path, claimed)
-            except FileNotFoundError:
-                continue  # another consumer claimed it first
-            try:
-                with open(claimed, "rb") as f:
-                    payload = f.read()
-                os.remove(claimed)
-            except OSError as exc:
-                raise ChannelError(f"Cannot read file {claimed!r} from queue.") from exc
-            return loads(bytes_to_str(payload))
+        listing = self._listings.get(queue)
+        for fresh in (False, True):
+            if fresh or not listing:
+                listing = sorted(
+                    (n for n in os.listdir(folder) if n.endswith(suffix)), reverse=True
+                )
+                self._listings[queue] = listing
+                fresh = True
+            while listing:
+                name = listing.pop()  # the oldest left
+                path = os.path.join(folder, name)
+                claimed = f"{path}{CLAIMED_SUFFIX}.{os.getpid()}"
+                try:
+                    os.rename(path, claimed)
+                except FileNotFoundError:
+                    continue  # another consumer claimed it first
+                try:
+                    with open(claimed, "rb") as f:
+                        payload = f.read()
+                    os.remove(claimed)
+                except OSError as exc:
+                    raise ChannelError(f"Cannot read file {claimed!r} from queue.") from exc
+                return loads(bytes_to_str(payload))
+            if fresh:
+                break
         raise Empty()
 
     def _size(self, queue: str) -> int:

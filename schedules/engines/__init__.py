@@ -13,13 +13,14 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 
-from .base import Engine, ReconcilePlan, Timer, TimerStatus
+from .base import Engine, ReconcilePlan, Timer, TimerNameSpent, TimerStatus
 
 __all__ = [
     "ENGINE_ALIASES",
     "Engine",
     "ReconcilePlan",
     "Timer",
+    "TimerNameSpent",
     "TimerStatus",
     "engine_name_for_precision",
     "get_engine",

@@ -23,6 +23,14 @@ class Timer:
     external_ref: str = ""
 
 
+class TimerNameSpent(Exception):
+    """The engine holds a closed timer (stopped, failed) under this step version's name.
+
+    Such a name cannot be armed again; the step must move to a new version, whose
+    timer has a new name (``steps_sync`` does this).
+    """
+
+
 @dataclass
 class TimerStatus:
     """What an engine says about one timer (for the admin and reconcile)."""

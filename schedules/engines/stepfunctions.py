@@ -19,7 +19,7 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
 from ..aws import aws_client
-from .base import Engine, Timer, TimerStatus
+from .base import Engine, Timer, TimerNameSpent, TimerStatus
 
 DEFINITION_PATH = Path(__file__).with_name("stepfunctions.asl.json")
 QUEUE_URL_PLACEHOLDER = "${JobsQueueUrl}"
@@ -33,6 +33,8 @@ STATUS = {
     "ABORTED": "stopped",
     "PENDING_REDRIVE": "failed",
 }
+#: Closed without sending the message: the name cannot be started again.
+CLOSED_UNSENT = frozenset({"ABORTED", "FAILED", "TIMED_OUT", "PENDING_REDRIVE"})
 
 
 def load_definition() -> dict[str, Any]:
@@ -111,6 +113,11 @@ class StepFunctionsEngine(Engine):
             existing = self.client.describe_execution(executionArn=arn)
             if json.loads(existing.get("input") or "{}") != json.loads(payload):
                 raise
+            if existing.get("status") in CLOSED_UNSENT:
+                raise TimerNameSpent(
+                    f"execution {execution_name(timer)} is {existing['status']}; "
+                    "the step needs a new version"
+                ) from exc
             return arn
         return str(response["executionArn"])
 

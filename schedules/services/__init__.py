@@ -3,16 +3,19 @@
 from .classrooms import (
     classroom_cancel,
     classroom_create,
+    classroom_shift,
     classroom_step_count,
     classroom_timeline,
     classroom_update,
     classroom_validate,
 )
 from .dispatch import (
+    lookahead,
     steps_claim_due,
     steps_next_due_at,
     steps_publish,
     steps_redeliver_lost,
+    steps_unclaim,
 )
 from .execution import retry_delay, step_execute
 from .jobs import (
@@ -37,6 +40,7 @@ from .sync import (
 __all__ = [
     "classroom_cancel",
     "classroom_create",
+    "classroom_shift",
     "classroom_step_count",
     "classroom_timeline",
     "classroom_update",
@@ -50,6 +54,7 @@ __all__ = [
     "job_schedule_many",
     "job_update",
     "job_validate",
+    "lookahead",
     "retry_delay",
     "step_execute",
     "steps_arm_pending",
@@ -60,5 +65,6 @@ __all__ = [
     "steps_redeliver_lost",
     "steps_sync",
     "steps_sync_on_commit",
+    "steps_unclaim",
     "timer_for",
 ]

@@ -200,6 +200,15 @@ def classroom_update(
     return classroom
 
 
+@transaction.atomic
+def classroom_shift(*, classroom: Classroom, by: dt.timedelta) -> Classroom:
+    """Move a classroom by ``by``: start and end, or only the end once it is live."""
+    classroom = Classroom.objects.select_for_update().get(pk=classroom.pk)
+    if classroom.status == PlanStatus.RUNNING:
+        return classroom_update(classroom=classroom, end=classroom.end + by)
+    return classroom_update(classroom=classroom, start=classroom.start + by, end=classroom.end + by)
+
+
 def _replan(classroom: Classroom) -> None:
     now = timezone.now()
     existing = {

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import math
 from collections.abc import Sequence
 
 from django.conf import settings
@@ -19,6 +20,16 @@ logger = logging.getLogger(__name__)
 LOCAL = "local"
 
 
+def lookahead() -> dt.timedelta:
+    """How far ahead of its due time the dispatcher releases a step (the worker holds it).
+
+    Releasing a little early hides the path from the database to the worker (claim,
+    broker, pool) behind the wait, so the action starts at its due time, and lets a
+    burst travel in few messages.
+    """
+    return dt.timedelta(seconds=settings.SCHEDULES_DISPATCH_LOOKAHEAD)
+
+
 def steps_next_due_at() -> dt.datetime | None:
     """Due time of the earliest step waiting in the local engine (one index lookup)."""
     return (
@@ -30,36 +41,78 @@ def steps_next_due_at() -> dt.datetime | None:
 
 
 def steps_claim_due(*, limit: int, now: dt.datetime | None = None) -> list[tuple[int, int]]:
-    """Mark up to ``limit`` due local steps as queued; return their (id, version).
+    """Mark up to ``limit`` local steps due by ``now`` + lookahead as queued; return (id, version).
 
-    One short transaction. On PostgreSQL ``FOR UPDATE SKIP LOCKED`` lets several
-    dispatchers claim disjoint batches; on SQLite the IMMEDIATE transaction
-    serializes them. The caller publishes after the commit.
+    Only when a read says something is due does it open the write transaction (on
+    SQLite the write lock is shared by every process). On PostgreSQL ``FOR UPDATE
+    SKIP LOCKED`` lets several dispatchers claim disjoint batches; on SQLite the
+    IMMEDIATE transaction serializes them. The caller publishes after the commit.
     """
     now = now or timezone.now()
+    until = now + lookahead()
+    first = steps_next_due_at()
+    if first is None or first > until:
+        return []
     with transaction.atomic():
         due = Step.objects.filter(
-            state=StepState.SCHEDULED, engine=LOCAL, due_at__lte=now
+            state=StepState.SCHEDULED, engine=LOCAL, due_at__lte=until
         ).order_by("due_at")
         if connection.features.has_select_for_update_skip_locked:
             due = due.select_for_update(skip_locked=True)
         rows = list(due.values_list("pk", "version")[:limit])
         if rows:
-            Step.objects.filter(pk__in=[pk for pk, _ in rows], state=StepState.SCHEDULED).update(
+            # By key only: the rows are this transaction's (row locks on PostgreSQL, the
+            # write lock on SQLite). A "state = scheduled" term here would make SQLite
+            # walk the (state, due_at) index over every pending step instead.
+            Step.objects.filter(pk__in=[pk for pk, _ in rows]).update(
                 state=StepState.QUEUED, queued_at=now
             )
     return rows
 
 
+def steps_unclaim(pairs: Sequence[tuple[int, int]]) -> int:
+    """Give back a claim whose publish failed: the steps are due again at once.
+
+    Fenced by version and state, so a step changed meanwhile is left alone.
+    """
+    by_version: dict[int, list[int]] = {}
+    for step_id, version in pairs:
+        by_version.setdefault(version, []).append(step_id)
+    given_back = 0
+    with transaction.atomic():
+        for version, ids in by_version.items():
+            given_back += Step.objects.filter(
+                pk__in=ids, version=version, state=StepState.QUEUED
+            ).update(state=StepState.SCHEDULED, queued_at=None)
+    return given_back
+
+
+def chunks(pairs: Sequence[tuple[int, int]]) -> list[list[tuple[int, int]]]:
+    """Split a batch (in due order) into messages for ``run_steps``.
+
+    At most SCHEDULES_DISPATCH_CHUNK steps per message, and spread over at least
+    SCHEDULES_DISPATCH_SPREAD messages so that several pool processes share a burst;
+    steps are dealt round-robin, so each message stays in due order and neighbours
+    in time run side by side.
+    """
+    size: int = settings.SCHEDULES_DISPATCH_CHUNK
+    spread: int = settings.SCHEDULES_DISPATCH_SPREAD
+    count = min(len(pairs), max(math.ceil(len(pairs) / size), spread))
+    return [list(pairs[i::count]) for i in range(count)] if count else []
+
+
 def steps_publish(pairs: Sequence[tuple[int, int]]) -> None:
-    """Send one ``run_step(step_id, version)`` message per step over one broker connection."""
+    """Send the steps as ``run_steps`` messages (see ``chunks``) over one broker connection.
+
+    A message carries only (step id, version) pairs, like ``run_step``'s.
+    """
     if not pairs:
         return
-    from workers.tasks import run_step
+    from workers.tasks import run_steps
 
-    with run_step.app.producer_or_acquire() as producer:
-        for step_id, version in pairs:
-            run_step.apply_async((step_id, version), producer=producer)
+    with run_steps.app.producer_or_acquire() as producer:
+        for chunk in chunks(pairs):
+            run_steps.apply_async(([[pk, version] for pk, version in chunk],), producer=producer)
 
 
 def _overdue_on_engines(now: dt.datetime, stale: dt.datetime) -> list[QuerySet[Step]]:

@@ -1,8 +1,18 @@
-"""The worker's side: fence, claim, run the action, record the run (invariants 3 and 4)."""
+"""The worker's side: fence, claim, run the action, record the run (invariants 3 and 4).
+
+Every delivered step passes through here, so the common path (read, claim, run,
+finish) is a handful of short SQL statements written out once below instead of
+ORM calls: building an ORM query costs more than running it, and this path must
+sustain hundreds of steps per second on a small machine (docs/benchmarks.md).
+The statements are plain SQL that SQLite and PostgreSQL both run, take their
+table names from the models, and adapt values through the models' own fields.
+Rare paths (skips, re-arms, takeovers) use the ORM.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import random
 import time
@@ -11,9 +21,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, models, transaction
 from django.db.models import F
 from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 from pydantic import ValidationError as PydanticValidationError
 
 from workers.actions import ActionContext, ActionError, TransientError, get_action
@@ -33,6 +44,35 @@ from .sync import steps_sync_on_commit
 
 logger = logging.getLogger(__name__)
 
+STEP_TABLE = Step._meta.db_table
+JOB_TABLE = Job._meta.db_table
+RUN_TABLE = Run._meta.db_table
+STEP_COLUMNS = (
+    "id, job_id, classroom_id, action, due_at, version, state, lease_until, attempts, "
+    "max_attempts, engine"
+)
+RUN_COLUMNS = (
+    "step_id, job_id, classroom_id, action, engine, version, attempt, status, due_at, "
+    "started_at, error, uncertain, note, worker"
+)
+
+
+@dataclass
+class StepRow:
+    """What the worker reads of a step: ids, time, fence and attempts (never the payload)."""
+
+    pk: int
+    job_id: int | None
+    classroom_id: int | None
+    action: str
+    due_at: dt.datetime
+    version: int
+    state: str
+    lease_until: dt.datetime | None
+    attempts: int
+    max_attempts: int
+    engine: str
+
 
 @dataclass
 class Outcome:
@@ -49,7 +89,67 @@ def retry_delay(attempt: int) -> float:
     return ceiling / 2 + random.uniform(0, ceiling / 2)
 
 
-def _skip_reason(step: Step, version: int, now: dt.datetime) -> str:
+# --- SQL values, as the model fields would write and read them ------------------------------
+
+
+def _to_db(model: type[Job | Run | Step], field: str, value: Any) -> Any:
+    column = model._meta.get_field(field)
+    assert isinstance(column, models.Field)
+    return column.get_db_prep_value(value, connection)
+
+
+def _from_db_datetime(value: Any) -> dt.datetime | None:
+    """A datetime column's value: aware UTC (SQLite hands back text)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = parse_datetime(value)
+    assert isinstance(value, dt.datetime)
+    return value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)
+
+
+def _json_from_db(raw: Any) -> dict[str, Any]:
+    """A JSON column's value: SQLite (and Django's psycopg setup) hand back text."""
+    value = json.loads(raw) if isinstance(raw, str | bytes) else raw
+    assert isinstance(value, dict)
+    return value
+
+
+def _read_step(step_id: int) -> StepRow | None:
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT {STEP_COLUMNS} FROM {STEP_TABLE} WHERE id = %s", [step_id])
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    due_at = _from_db_datetime(row[4])
+    assert due_at is not None
+    return StepRow(
+        pk=row[0],
+        job_id=row[1],
+        classroom_id=row[2],
+        action=row[3],
+        due_at=due_at,
+        version=row[5],
+        state=row[6],
+        lease_until=_from_db_datetime(row[7]),
+        attempts=row[8],
+        max_attempts=row[9],
+        engine=row[10],
+    )
+
+
+def _set_job_status(job_id: int, status: str) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {JOB_TABLE} SET status = %s WHERE id = %s AND status <> %s",
+            [status, job_id, PlanStatus.CANCELLED.value],
+        )
+
+
+# --- Skips and re-arms (rare: ORM) ------------------------------------------------------------
+
+
+def _skip_reason(step: StepRow, version: int, now: dt.datetime) -> str:
     if version != step.version:
         return f"stale message: version {version}, the step is at version {step.version}"
     if step.state == StepState.CANCELLED:
@@ -61,11 +161,11 @@ def _skip_reason(step: Step, version: int, now: dt.datetime) -> str:
     return ""
 
 
-def _record_skip(step: Step, version: int, reason: str, worker: str) -> Run:
+def _record_skip(step: StepRow, version: int, reason: str, worker: str) -> Run:
     now = timezone.now()
     logger.info("skipping step %s v%s on %s: %s", step.pk, version, step.engine, reason)
     return Run.objects.create(
-        step=step,
+        step_id=step.pk,
         job_id=step.job_id,
         classroom_id=step.classroom_id,
         action=step.action,
@@ -81,7 +181,7 @@ def _record_skip(step: Step, version: int, reason: str, worker: str) -> Run:
     )
 
 
-def _redefer(step: Step, version: int, worker: str, early: float) -> Run | None:
+def _redefer(step: StepRow, version: int, worker: str, early: float) -> Run | None:
     """A message that came too early: arm the step again for its due time."""
     with transaction.atomic():
         moved = Step.objects.filter(pk=step.pk, version=version, state__in=PENDING_STATES).update(
@@ -93,42 +193,57 @@ def _redefer(step: Step, version: int, worker: str, early: float) -> Run | None:
         return _record_skip(step, version, f"arrived {early:.1f} s early; re-armed", worker)
 
 
+def _abandon_lost_attempts(step: StepRow, now: dt.datetime) -> str:
+    """A takeover: the lost attempt's run is closed as abandoned; say it may have acted."""
+    lost = Run.objects.filter(step_id=step.pk, status=RunStatus.RUNNING)
+    lost_attempts = list(lost.values_list("attempt", flat=True))
+    lost.update(
+        status=RunStatus.ABANDONED,
+        finished_at=now,
+        note="worker lost before the attempt finished; taken over",
+    )
+    return (
+        f"took over after attempt {', '.join(map(str, lost_attempts)) or '?'} was lost "
+        "mid-run: it may already have had its effect"
+    )
+
+
+# --- The common path ---------------------------------------------------------------------------
+
+
 def _claim(
-    step: Step, version: int, now: dt.datetime, worker: str
+    step: StepRow, version: int, now: dt.datetime, worker: str
 ) -> tuple[Run, dt.datetime] | None:
     """One conditional UPDATE takes the lease; only one delivery can win it."""
-    observed = Step.objects.filter(pk=step.pk, version=version, state=step.state)
-    if step.state == StepState.RUNNING:
-        observed = observed.filter(lease_until=step.lease_until)
     lease_until = now + dt.timedelta(seconds=settings.SCHEDULES_LEASE_SECONDS)
     takeover = step.state == StepState.RUNNING
+    sql = (
+        f"UPDATE {STEP_TABLE} SET state = %s, lease_until = %s, attempts = attempts + 1, "
+        "queued_at = NULL WHERE id = %s AND version = %s AND state = %s"
+    )
+    params = [
+        StepState.RUNNING.value,
+        _to_db(Step, "lease_until", lease_until),
+        step.pk,
+        version,
+        step.state,
+    ]
+    if takeover:
+        sql += " AND lease_until = %s"
+        params.append(_to_db(Step, "lease_until", step.lease_until))
+    note = ""
+    uncertain = takeover and _has_side_effects(step.action)
     with transaction.atomic():
-        if not observed.update(
-            state=StepState.RUNNING,
-            lease_until=lease_until,
-            attempts=F("attempts") + 1,
-            queued_at=None,
-        ):
-            return None
-        note = ""
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            if cursor.rowcount != 1:
+                return None
         if takeover:
-            lost = Run.objects.filter(step=step, status=RunStatus.RUNNING)
-            lost_attempts = list(lost.values_list("attempt", flat=True))
-            lost.update(
-                status=RunStatus.ABANDONED,
-                finished_at=now,
-                note="worker lost before the attempt finished; taken over",
-            )
-            note = (
-                f"took over after attempt {', '.join(map(str, lost_attempts)) or '?'} was lost "
-                "mid-run: it may already have had its effect"
-            )
+            note = _abandon_lost_attempts(step, now)
         if step.job_id:
-            Job.objects.filter(pk=step.job_id).exclude(status=PlanStatus.CANCELLED).update(
-                status=PlanStatus.RUNNING
-            )
-        run = Run.objects.create(
-            step=step,
+            _set_job_status(step.job_id, PlanStatus.RUNNING.value)
+        run = Run(
+            step_id=step.pk,
             job_id=step.job_id,
             classroom_id=step.classroom_id,
             action=step.action,
@@ -139,10 +254,37 @@ def _claim(
             due_at=step.due_at,
             started_at=now,
             worker=worker,
-            uncertain=takeover and _has_side_effects(step.action),
+            uncertain=uncertain,
             note=note,
         )
+        run.pk = _insert_run(run)
     return run, lease_until
+
+
+def _insert_run(run: Run) -> int:
+    values = [
+        run.step_id,
+        run.job_id,
+        run.classroom_id,
+        run.action,
+        run.engine,
+        run.version,
+        run.attempt,
+        run.status,
+        _to_db(Run, "due_at", run.due_at),
+        _to_db(Run, "started_at", run.started_at),
+        run.error,
+        run.uncertain,
+        run.note,
+        run.worker,
+    ]
+    sql = f"INSERT INTO {RUN_TABLE} ({RUN_COLUMNS}) VALUES ({', '.join(['%s'] * len(values))})"
+    with connection.cursor() as cursor:
+        if connection.features.can_return_columns_from_insert:
+            cursor.execute(f"{sql} RETURNING id", values)
+            return int(cursor.fetchone()[0])
+        cursor.execute(sql, values)
+        return int(cursor.lastrowid)
 
 
 def _has_side_effects(action: str) -> bool:
@@ -152,17 +294,23 @@ def _has_side_effects(action: str) -> bool:
         return True
 
 
-def _payload_for(step: Step) -> dict[str, Any]:
+def _payload_for(step: StepRow) -> dict[str, Any]:
     """The action's arguments, read now from the database (the source of truth)."""
-    if step.job_id:
-        payload: dict[str, Any] = Job.objects.values_list("payload", flat=True).get(id=step.job_id)
-        return payload
-    assert step.classroom_id is not None
-    classroom = Classroom.objects.only("recording_service_ref").get(id=step.classroom_id)
-    return {"recording_service_ref": classroom.recording_service_ref, "classroom_id": classroom.pk}
+    with connection.cursor() as cursor:
+        if step.job_id:
+            cursor.execute(f"SELECT payload FROM {JOB_TABLE} WHERE id = %s", [step.job_id])
+            (raw,) = cursor.fetchone()
+            return _json_from_db(raw)
+        assert step.classroom_id is not None
+        cursor.execute(
+            f"SELECT recording_service_ref FROM {Classroom._meta.db_table} WHERE id = %s",
+            [step.classroom_id],
+        )
+        (ref,) = cursor.fetchone()
+    return {"recording_service_ref": ref, "classroom_id": step.classroom_id}
 
 
-def _run_action(step: Step, run: Run) -> tuple[Outcome, dt.datetime]:
+def _run_action(step: StepRow, run: Run) -> tuple[Outcome, dt.datetime]:
     try:
         action = get_action(step.action)
         payload = action.payload_model.model_validate(_payload_for(step))
@@ -191,16 +339,14 @@ def _run_action(step: Step, run: Run) -> tuple[Outcome, dt.datetime]:
     return Outcome(RunStatus.SUCCEEDED, result=result), started
 
 
-def _refresh_owner(step: Step, step_state: str) -> None:
+def _refresh_owner(step: StepRow, step_state: str) -> None:
     if step.job_id:
         job_status = {
             StepState.SUCCEEDED.value: PlanStatus.SUCCEEDED,
             StepState.FAILED.value: PlanStatus.FAILED,
             StepState.SCHEDULED.value: PlanStatus.SCHEDULED,
         }[step_state]
-        Job.objects.filter(pk=step.job_id).exclude(status=PlanStatus.CANCELLED).update(
-            status=job_status
-        )
+        _set_job_status(step.job_id, job_status.value)
         return
     assert step.classroom_id is not None
     classroom = Classroom.objects.filter(id=step.classroom_id).exclude(status=PlanStatus.CANCELLED)
@@ -212,40 +358,70 @@ def _refresh_owner(step: Step, step_state: str) -> None:
         classroom.update(status=PlanStatus.FAILED)
 
 
+def _settle_step(
+    step: StepRow, run: Run, lease_until: dt.datetime, new_state: str, retry_at: dt.datetime | None
+) -> bool:
+    """Fenced by version and by this attempt's own lease: an attempt that lost its
+    lease (taken over) cannot overwrite the step."""
+    sets = "state = %s, lease_until = NULL"
+    params: list[Any] = [new_state]
+    if retry_at is not None:
+        sets += ", version = version + 1, due_at = %s"
+        params.append(_to_db(Step, "due_at", retry_at))
+    params += [
+        step.pk,
+        run.version,
+        StepState.RUNNING.value,
+        _to_db(Step, "lease_until", lease_until),
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {STEP_TABLE} SET {sets} "
+            "WHERE id = %s AND version = %s AND state = %s AND lease_until = %s",
+            params,
+        )
+        return bool(cursor.rowcount == 1)
+
+
+def _save_run(run: Run) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {RUN_TABLE} SET status = %s, result = %s, error = %s, note = %s, "
+            "started_at = %s, lateness = %s, finished_at = %s WHERE id = %s",
+            [
+                run.status,
+                _to_db(Run, "result", run.result),
+                run.error,
+                run.note,
+                _to_db(Run, "started_at", run.started_at),
+                _to_db(Run, "lateness", run.lateness),
+                _to_db(Run, "finished_at", run.finished_at),
+                run.pk,
+            ],
+        )
+
+
 def _finish(
-    step: Step, run: Run, outcome: Outcome, started: dt.datetime, lease_until: dt.datetime
+    step: StepRow, run: Run, outcome: Outcome, started: dt.datetime, lease_until: dt.datetime
 ) -> Run:
     now = timezone.now()
-    # Fenced by version and by this attempt's own lease: an attempt that lost its
-    # lease (taken over) cannot overwrite the step.
-    live = Step.objects.filter(
-        pk=step.pk,
-        version=run.version,
-        state=StepState.RUNNING,
-        lease_until=lease_until,
-    )
     with transaction.atomic():
         if outcome.status == RunStatus.RETRYING and run.attempt >= step.max_attempts:
             outcome.status = RunStatus.FAILED
             outcome.note = f"gave up after {run.attempt} attempts"
+        retry_at = None
         if outcome.status == RunStatus.SUCCEEDED:
             new_state = StepState.SUCCEEDED
-            changed = live.update(state=new_state, lease_until=None)
         elif outcome.status == RunStatus.RETRYING:
             new_state = StepState.SCHEDULED
             delay = retry_delay(run.attempt)
             outcome.note = f"attempt {run.attempt} of {step.max_attempts}; retry in {delay:.1f} s"
-            changed = live.update(
-                state=new_state,
-                lease_until=None,
-                version=F("version") + 1,
-                due_at=now + dt.timedelta(seconds=delay),
-            )
-            if changed:
-                steps_sync_on_commit([step.pk])
+            retry_at = now + dt.timedelta(seconds=delay)
         else:
             new_state = StepState.FAILED
-            changed = live.update(state=new_state, lease_until=None)
+        changed = _settle_step(step, run, lease_until, new_state, retry_at)
+        if changed and retry_at is not None:
+            steps_sync_on_commit([step.pk])
         if not changed:
             current = Step.objects.filter(pk=step.pk).values_list("version", "state").first()
             lease_lost = (
@@ -272,17 +448,7 @@ def _finish(
         run.started_at = started
         run.lateness = started - step.due_at
         run.finished_at = now
-        run.save(
-            update_fields=[
-                "status",
-                "result",
-                "error",
-                "note",
-                "started_at",
-                "lateness",
-                "finished_at",
-            ]
-        )
+        _save_run(run)
     log = logger.info if outcome.status == RunStatus.SUCCEEDED else logger.warning
     log(
         "step %s v%s on %s: %s attempt %s (late %.1f ms) %s",
@@ -304,7 +470,7 @@ def step_execute(*, step_id: int, version: int, worker: str = "") -> Run | None:
     not executed; a delivery that arrives before the due time is held (up to
     SCHEDULES_EARLY_HOLD_MAX) or re-armed.
     """
-    step = Step.objects.filter(pk=step_id).first()
+    step = _read_step(step_id)
     if step is None:
         logger.info("skipping step %s v%s: the step no longer exists", step_id, version)
         return None
@@ -321,9 +487,11 @@ def step_execute(*, step_id: int, version: int, worker: str = "") -> Run | None:
     claim = _claim(step, version, now, worker)
     if claim is None:
         # The step changed since it was read (during an early hold, say): say why.
-        step.refresh_from_db()
-        reason = _skip_reason(step, version, timezone.now())
-        return _record_skip(step, version, reason or "another delivery claimed it first", worker)
+        current = _read_step(step_id)
+        if current is None:
+            return None
+        reason = _skip_reason(current, version, timezone.now())
+        return _record_skip(current, version, reason or "another delivery claimed it first", worker)
     run, lease_until = claim
     step.attempts = run.attempt
     outcome, started = _run_action(step, run)

@@ -19,7 +19,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from ..engines import Timer, get_engine
+from ..engines import Timer, TimerNameSpent, get_engine
 from ..models import ArmState, Step, StepState
 
 logger = logging.getLogger(__name__)
@@ -108,9 +108,12 @@ def _sync_engine_steps(engine_name: str, steps: list[Step], horizon: dt.datetime
         return
     results = engine.arm_many([timer_for(step) for step in to_arm])
     plain: dict[int, list[int]] = defaultdict(list)  # version -> ids armed with no reference
+    spent: list[tuple[int, int]] = []
     for step in to_arm:
         result = results.get(step.pk, RuntimeError("the engine returned no result"))
-        if isinstance(result, Exception):
+        if isinstance(result, TimerNameSpent):
+            spent.append((step.pk, step.version))
+        elif isinstance(result, Exception):
             _record_error(step, result)
         elif result == "":
             plain[step.version].append(step.pk)
@@ -130,21 +133,26 @@ def _sync_engine_steps(engine_name: str, steps: list[Step], horizon: dt.datetime
             external_ref="",
             arm_error="",
         )
+    if spent:
+        # A closed timer holds this version's name: arm the step under a new version.
+        steps_rearm(forget=[], renew=spent)
 
 
 def steps_arm_pending(*, now: dt.datetime | None = None, limit: int = 1000) -> int:
     """The sweep: arm steps that came into the horizon or whose arm failed. Returns a count."""
     now = now or timezone.now()
     horizon = now + dt.timedelta(seconds=settings.SCHEDULES_ARM_HORIZON)
-    ids = list(
-        Step.objects.filter(
-            state=StepState.SCHEDULED,
-            arm_state__in=[ArmState.UNARMED, ArmState.ERROR],
-            due_at__lte=horizon,
+    # One index seek per arm state (an IN over arm_state would scan (state, due_at)).
+    waiting = sorted(
+        (due_at, pk)
+        for arm_state in (ArmState.UNARMED, ArmState.ERROR)
+        for pk, due_at in Step.objects.filter(
+            state=StepState.SCHEDULED, arm_state=arm_state, due_at__lte=horizon
         )
         .order_by("due_at")
-        .values_list("pk", flat=True)[:limit]
+        .values_list("pk", "due_at")[:limit]
     )
+    ids = [pk for _due_at, pk in waiting[:limit]]
     steps_sync(step_ids=ids, now=now)
     return len(ids)
 

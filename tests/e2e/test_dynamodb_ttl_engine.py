@@ -59,10 +59,15 @@ def ttl_stack(
 
 
 def wait_for_runs(job: object, count: int, timeout: float = 30) -> list[Run]:
+    """The job's runs once there are ``count`` of them and none is still running.
+
+    A run row is written as ``running`` when the worker claims the step, before
+    the action has finished: waiting for the row alone would race the worker.
+    """
     deadline = time.time() + timeout
     while time.time() < deadline:
         runs = list(Run.objects.filter(job=job).order_by("pk"))
-        if len(runs) >= count:
+        if len(runs) >= count and all(run.status != RunStatus.RUNNING for run in runs):
             return runs
         time.sleep(0.1)
     pytest.fail(f"expected {count} run(s) of {job}, got {list(Run.objects.filter(job=job))}")

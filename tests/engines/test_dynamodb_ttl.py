@@ -257,3 +257,13 @@ def test_provision_maps_the_stream_to_a_forwarder_function(aws: Provisioned, set
     out = StringIO()
     call_command("aws_provision", stdout=out)
     assert "unchanged event source mapping" in out.getvalue()
+    assert mapping["StartingPosition"] == "TRIM_HORIZON"
+    # Drift is put back in place.
+    aws_client("lambda").update_event_source_mapping(UUID=mapping["UUID"], BatchSize=7)
+    out = StringIO()
+    call_command("aws_provision", stdout=out)
+    assert "updated   event source mapping" in out.getvalue()
+    (mapping,) = aws_client("lambda").list_event_source_mappings(
+        FunctionName=function["FunctionArn"]
+    )["EventSourceMappings"]
+    assert mapping["BatchSize"] == 100

@@ -6,6 +6,7 @@ import datetime as dt
 import json
 import time
 from io import StringIO
+from typing import Any
 
 import pytest
 from django.core.management import call_command
@@ -203,6 +204,73 @@ def test_an_arm_that_keeps_failing_is_marked_and_retried_by_the_sweep(aws: Provi
     assert services.steps_arm_pending() == 1
     step.refresh_from_db()
     assert step.arm_state == ArmState.ARMED and step.external_ref.endswith(f"step-{step.pk}-v1")
+
+
+class ClosedNamesRefused:
+    """moto's client, with StartExecution refusing the name of a closed execution.
+
+    AWS answers ExecutionAlreadyExists when the name belongs to an execution that
+    has closed (stopped, failed), whatever the input; moto's interpreter returns the
+    closed execution instead. Everything else goes to moto unchanged.
+    """
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.client, name)
+
+    def start_execution(self, **kwargs: Any) -> Any:
+        from botocore.exceptions import ClientError
+
+        arn = kwargs["stateMachineArn"].replace(":stateMachine:", ":execution:", 1)
+        try:
+            status = self.client.describe_execution(executionArn=f"{arn}:{kwargs['name']}")[
+                "status"
+            ]
+        except ClientError:
+            status = None
+        if status not in (None, "RUNNING"):
+            raise ClientError(
+                {"Error": {"Code": "ExecutionAlreadyExists", "Message": "closed"}},
+                "StartExecution",
+            )
+        return self.client.start_execution(**kwargs)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_stopped_execution_is_not_taken_for_an_armed_timer(
+    aws: Provisioned, settings, monkeypatch
+):
+    """Arming a version whose execution was stopped moves the step to a new version."""
+    from schedules import services
+    from schedules.engines import TimerNameSpent, get_engine
+    from schedules.engines import stepfunctions as module
+    from schedules.models import ArmState, Step
+
+    real = module.aws_client
+    monkeypatch.setattr(
+        module,
+        "aws_client",
+        lambda name: ClosedNamesRefused(real(name)) if name == "stepfunctions" else real(name),
+    )
+    engine = StepFunctionsEngine()
+    t = timer(step_id=8)
+    engine.disarm(Timer(**{**t.__dict__, "external_ref": engine.arm(t)}))
+    with pytest.raises(TimerNameSpent, match="ABORTED"):
+        engine.arm(t)
+
+    settings.SCHEDULES_ENGINES = {"precise": "stepfunctions", "relaxed": "local"}
+    get_engine.cache_clear()
+    job = services.job_schedule(action="noop", due_at=timezone.now() + dt.timedelta(hours=1))
+    step = job.steps.get()
+    get_engine("stepfunctions").disarm(services.timer_for(step))  # stopped behind our back
+    Step.objects.filter(pk=step.pk).update(arm_state=ArmState.UNARMED)  # and forgotten
+    assert services.steps_arm_pending() == 1
+    step.refresh_from_db()
+    assert (step.version, step.arm_state) == (2, ArmState.ARMED)
+    assert step.external_ref.endswith(f"step-{step.pk}-v2")
+    assert get_engine("stepfunctions").describe(services.timer_for(step)).state == "waiting"
 
 
 def test_throttling_and_5xx_are_retried_with_backoff(monkeypatch, settings):

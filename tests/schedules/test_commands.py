@@ -398,17 +398,17 @@ def test_help_explains_every_option_and_the_exit_status(name):
 
 
 def subprocess_env(tmp_path: Path) -> dict[str, str]:
-    db = connection.settings_dict
-    assert db["ENGINE"].endswith("sqlite3"), "the subprocess test shares the SQLite test file"
+    """The environment of a command run as a script would: on this test database."""
+    from tests.e2e.conftest import database_url
+
     return {
         **os.environ,
-        "DATABASE_URL": f"sqlite:///{db['NAME']}",
+        "DATABASE_URL": database_url(),
         "SCHEDULES_DATA_DIR": str(tmp_path),
         "DJANGO_SETTINGS_MODULE": "scheduler_project.settings",
     }
 
 
-@pytest.mark.skipif(connection.vendor != "sqlite", reason="shares the SQLite test database")
 def test_exit_codes_seen_by_a_script(tmp_path):
     env = subprocess_env(tmp_path)
 

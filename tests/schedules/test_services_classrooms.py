@@ -152,3 +152,21 @@ def test_cancel_while_live_stops_the_recording_now(now):
     assert run.status == RunStatus.SUCCEEDED
     classroom.refresh_from_db()
     assert classroom.status == PlanStatus.CANCELLED
+
+
+def test_shift_moves_start_and_end_before_the_class(in_a_minute):
+    classroom = make(in_a_minute, minutes=2, interval=60)
+    moved = services.classroom_shift(classroom=classroom, by=dt.timedelta(minutes=30))
+    assert moved.start == in_a_minute + dt.timedelta(minutes=30)
+    assert moved.end == in_a_minute + dt.timedelta(minutes=32)
+    assert timeline(moved) == [("start_recording", 0), ("live_ping", 60), ("stop_recording", 120)]
+
+
+def test_shift_of_a_live_class_moves_only_its_end(now):
+    classroom = make(now, minutes=2, interval=60)
+    start = classroom.steps.get(action="start_recording")
+    services.step_execute(step_id=start.pk, version=1)
+    moved = services.classroom_shift(classroom=classroom, by=dt.timedelta(minutes=1))
+    assert moved.start == now and moved.end == now + dt.timedelta(minutes=3)
+    start.refresh_from_db()
+    assert start.state == StepState.SUCCEEDED and start.version == 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import signal
 import threading
 from types import FrameType
@@ -14,14 +15,20 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from schedules.aws import aws_client
 from schedules.ttl_stream import StreamReader
 
+logger = logging.getLogger(__name__)
+
+#: Longest wait between passes after errors (the wait doubles per failed pass).
+ERROR_BACKOFF_MAX = 60.0
+
 
 class Command(BaseCommand):
     help = (
         "Read the DynamoDB timer table's stream shard by shard and send the message of every "
         "TTL removal to the jobs queue (INSERT, MODIFY and user deletes are ignored). The "
         "position of each shard is kept in the database, so a restart resumes where it "
-        "stopped. Runs until SIGTERM/Ctrl-C, or one pass with --once. Exit 0 on success, 1 if "
-        "the stream or queue cannot be found."
+        "stopped. A failed pass (AWS or the database unreachable) is logged and retried with "
+        "a backoff of up to a minute. Runs until SIGTERM/Ctrl-C, or one pass with --once. "
+        "Exit 0 on success, 1 if the stream or queue cannot be found."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -70,8 +77,17 @@ class Command(BaseCommand):
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
         self.stdout.write(f"forwarding TTL removals from {stream_arn}; Ctrl-C to stop")
+        failures = 0
         while not stop.is_set():
-            stats = reader.run_once()
+            try:
+                stats = reader.run_once()
+            except Exception:  # AWS or the database away: log, back off, try again
+                failures += 1
+                delay = min(ERROR_BACKOFF_MAX, options["poll_interval"] * 2**failures)
+                logger.exception("stream pass failed; retrying in %.1f s", delay)
+                stop.wait(delay)
+                continue
+            failures = 0
             if stats.read:
                 self.stdout.write(self._summary(stats))
             stop.wait(options["poll_interval"])

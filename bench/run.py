@@ -1,0 +1,1000 @@
+"""End-to-end benchmark of the local engine: real dispatcher, real Celery worker, real broker.
+
+    .venv/bin/python bench/run.py                       # full run (~6-8 min on 2 cores)
+    .venv/bin/python bench/run.py --quick               # smoke run (~1-2 min)
+    .venv/bin/python bench/run.py --json bench/results/full.json --strict
+
+Each case runs in a fresh temporary SCHEDULES_DATA_DIR (fresh SQLite database
+and broker folder): migrate, start ``manage.py run_scheduler`` and
+``celery -A scheduler_project worker`` as subprocesses, schedule the pending
+far-future jobs (bulk, then one by one, both timed), then the due jobs, and
+watch the ``bench_mark`` action's own marks (bench/actions.py). See
+docs/benchmarks.md for what every figure means.
+
+Everything stays on this machine: SQLite files and the folder broker; nothing
+listens on or connects to the network.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import datetime as dt
+import json
+import math
+import os
+import platform
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter, defaultdict
+from pathlib import Path
+from types import FrameType
+from typing import Any
+from urllib.parse import urlparse
+
+import psutil
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+CASES = ("sparse", "rate")
+# Settings a run must not inherit from the shell: the benchmark sets its own.
+SCRUBBED_PREFIXES = (
+    "SCHEDULES_",
+    "CELERY_",
+    "DATABASE_URL",
+    "EMAIL_URL",
+    "AWS_",
+    "DJANGO_",
+    "SQLITE_",
+    "LOG_",
+    "BENCH_",
+)
+LOOPBACK = {"127.0.0.1", "localhost", "::1", None, ""}
+
+
+@dataclasses.dataclass
+class Config:
+    cases: list[str]
+    pending: int = 100_000
+    one_by_one: int = 2_000
+    bulk_chunk: int = 10_000
+    sparse_due: int = 1_000
+    sparse_window: float = 60.0
+    rate: int = 500
+    rate_seconds: float = 30.0
+    grace: float = 60.0
+    concurrency: int = 2
+    pool: str = "prefork"
+    loglevel: str = "INFO"
+    warmup: int = 20
+    idle: float = 5.0
+    seed: int = 1
+    env: dict[str, str] = dataclasses.field(default_factory=dict)
+    keep: bool = False
+    quick: bool = False
+    trace: bool = False
+    profile: bool = False
+    worker_args: list[str] = dataclasses.field(default_factory=list)
+    case_timeout: float = 600.0
+
+
+# --------------------------------------------------------------------------------------------
+# Helpers shared by the orchestrator and the case runner
+# --------------------------------------------------------------------------------------------
+
+
+def percentile(sorted_values: list[float], p: float) -> float | None:
+    """Nearest-rank percentile of an already sorted list."""
+    if not sorted_values:
+        return None
+    rank = max(1, math.ceil(p / 100 * len(sorted_values)))
+    return sorted_values[rank - 1]
+
+
+def summary_ms(values_s: list[float]) -> dict[str, float | int | None]:
+    values = sorted(v * 1000 for v in values_s)
+    return {
+        "n": len(values),
+        "min": values[0] if values else None,
+        "p50": percentile(values, 50),
+        "p95": percentile(values, 95),
+        "p99": percentile(values, 99),
+        "max": values[-1] if values else None,
+        "mean": sum(values) / len(values) if values else None,
+    }
+
+
+def bench_env(data_dir: Path, cfg: Config) -> dict[str, str]:
+    """The environment of every process of one case: fresh data dir, local engine, no network."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(SCRUBBED_PREFIXES)}
+    env.update(
+        {
+            "DJANGO_SETTINGS_MODULE": "scheduler_project.settings",
+            "DJANGO_ENV": "development",
+            "SCHEDULES_DATA_DIR": str(data_dir),
+            "DATABASE_URL": f"sqlite:///{data_dir / 'db.sqlite3'}",
+            "CELERY_BROKER_URL": "filesystem://",
+            "EMAIL_URL": "",
+            "SCHEDULES_ENGINE_PRECISE": "local",
+            "SCHEDULES_ENGINE_RELAXED": "local",
+            "SCHEDULES_ACTION_MODULES": "bench.actions",
+            "DEBUG": "False",  # DEBUG keeps every SQL query in memory
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")])),
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    if cfg.trace:
+        env["BENCH_TRACE"] = "1"
+    env.update(cfg.env)
+    return env
+
+
+def check_loopback(key: str, value: str) -> None:
+    if key in ("DATABASE_URL", "CELERY_BROKER_URL") or key.endswith("_URL"):
+        host = urlparse(value).hostname
+        if host not in LOOPBACK:
+            raise SystemExit(f"--env {key}: only loopback hosts are allowed, not {host!r}")
+
+
+class MarkReader:
+    """Reads the marks files incrementally: {step_id: [(version, attempt, unix_time, pid)]}."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.offsets: dict[Path, int] = {}
+        self.marks: dict[int, list[tuple[int, int, float, int]]] = defaultdict(list)
+
+    def poll(self) -> None:
+        if not self.folder.exists():
+            return
+        for path in sorted(self.folder.glob("marks-*.txt")):
+            offset = self.offsets.get(path, 0)
+            with path.open("rb") as f:
+                f.seek(offset)
+                chunk = f.read()
+            end = chunk.rfind(b"\n") + 1  # only whole lines
+            for line in chunk[:end].decode().splitlines():
+                step, version, attempt, at, pid = line.split()
+                self.marks[int(step)].append((int(version), int(attempt), float(at), int(pid)))
+            self.offsets[path] = offset + end
+
+
+class Sampler(threading.Thread):
+    """Samples RSS of the dispatcher and the worker (main + pool children) every ~100 ms."""
+
+    def __init__(self, interval: float = 0.1) -> None:
+        super().__init__(daemon=True, name="rss-sampler")
+        self.interval = interval
+        self.procs: dict[str, psutil.Process] = {}
+        self.halt = threading.Event()
+        self.lock = threading.Lock()
+        self.peak: dict[str, int] = defaultdict(int)
+        self.samples = 0
+        self.phase = "setup"
+        self.phase_peak: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+
+    def watch(self, name: str, pid: int) -> None:
+        with self.lock:
+            self.procs[name] = psutil.Process(pid)
+
+    def _note(self, key: str, value: int) -> None:
+        self.peak[key] = max(self.peak[key], value)
+        bucket = self.phase_peak[self.phase]
+        bucket[key] = max(bucket[key], value)
+
+    def sample(self) -> None:
+        with self.lock:
+            procs = dict(self.procs)
+        for name, proc in procs.items():
+            try:
+                main = proc.memory_info().rss
+                children = proc.children(recursive=True)
+            except psutil.Error:
+                continue
+            total = main
+            for child in children:
+                with contextlib.suppress(psutil.Error):
+                    total += child.memory_info().rss
+            self._note(f"{name}_main", main)
+            self._note(f"{name}_total", total)
+        self.samples += 1
+
+    def run(self) -> None:
+        while not self.halt.wait(self.interval):
+            self.sample()
+
+    def stop(self) -> None:
+        self.halt.set()
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds all processors of the machine spent busy so far."""
+    t = psutil.cpu_times()
+    return t.user + t.nice + t.system + getattr(t, "irq", 0.0) + getattr(t, "softirq", 0.0)
+
+
+def cpu_seconds(proc: psutil.Process | None, *, children: bool = True) -> float:
+    """User+system CPU of a process and (by default) its live children."""
+    if proc is None:
+        return 0.0
+    total = 0.0
+    try:
+        for p in [proc, *(proc.children(recursive=True) if children else [])]:
+            try:
+                t = p.cpu_times()
+                total += t.user + t.system
+            except psutil.Error:
+                pass
+    except psutil.Error:
+        pass
+    return total
+
+
+# --------------------------------------------------------------------------------------------
+# The case runner (a child process with its own Django settings)
+# --------------------------------------------------------------------------------------------
+
+
+class Stack:
+    """The dispatcher and worker subprocesses of one case, each in its own process group."""
+
+    def __init__(self, data_dir: Path, env: dict[str, str]) -> None:
+        self.data_dir = data_dir
+        self.env = env
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.pid_file = data_dir / "pids.json"
+
+    def start(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
+        log = (self.data_dir / f"{name}.log").open("wb")
+        proc = subprocess.Popen(
+            [sys.executable, *args],
+            cwd=ROOT,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.procs[name] = proc
+        recorded = [
+            {"name": n, "pid": p.pid, "create_time": psutil.Process(p.pid).create_time()}
+            for n, p in self.procs.items()
+        ]
+        self.pid_file.write_text(json.dumps(recorded))
+        return proc
+
+    def check_alive(self) -> None:
+        for name, proc in self.procs.items():
+            if proc.poll() is not None:
+                raise RuntimeError(
+                    f"{name} exited early with {proc.returncode}:\n{self.tail(name)}"
+                )
+
+    def tail(self, name: str, chars: int = 3000) -> str:
+        path = self.data_dir / f"{name}.log"
+        return path.read_text(errors="replace")[-chars:] if path.exists() else ""
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """SIGTERM each main process (graceful), then SIGKILL its group after ``timeout``."""
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)  # Celery stops its own pool children
+        deadline = time.monotonic() + timeout
+        for proc in self.procs.values():
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        for proc in self.procs.values():
+            # The group also holds the worker's pool children.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            if proc.poll() is None:
+                proc.wait(timeout=5)
+
+
+def start_profilers(
+    cfg: Config, data_dir: Path, stack: Stack, window: float
+) -> list[subprocess.Popen[bytes]]:
+    """Diagnosis only (--profile): py-spy samples the dispatcher and the worker during the window.
+
+    py-spy is not a requirement of the benchmark; install it into the venv to use this.
+    """
+    import shutil
+
+    exe = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which("py-spy")
+    if exe is None:
+        raise SystemExit("--profile needs py-spy: .venv/bin/pip install py-spy")
+    duration = str(int(window + 2))
+    profilers = []
+    for name, proc in stack.procs.items():
+        out = data_dir / f"profile-{name}.txt"
+        args = [
+            exe,
+            "record",
+            "--pid",
+            str(proc.pid),
+            "--duration",
+            duration,
+            "--rate",
+            "250",
+            "--format",
+            "raw",
+            "--nonblocking",
+            "--output",
+            str(out),
+        ]
+        if name == "worker":
+            args.append("--subprocesses")
+        log = (data_dir / f"py-spy-{name}.log").open("wb")
+        profilers.append(subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT))
+    return profilers
+
+
+def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def run_case(case: str, cfg: Config, data_dir: Path) -> dict[str, Any]:
+    env = bench_env(data_dir, cfg)
+    os.environ.clear()
+    os.environ.update(env)
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+    from django.db import connection
+    from django.utils import timezone
+
+    from bench.actions import marks_dir
+    from schedules import services
+    from schedules.models import Run, RunStatus, Step
+
+    rng = random.Random(cfg.seed)
+    result: dict[str, Any] = {"case": case, "data_dir": str(data_dir)}
+    phases: dict[str, float] = {}
+    t0 = time.monotonic()
+
+    def phase(name: str) -> None:
+        phases[name] = round(time.monotonic() - t0, 2)
+        sampler.phase = name
+        print(f"  [{case} {phases[name]:6.1f} s] {name}", flush=True)
+
+    sampler = Sampler()
+    stack = Stack(data_dir, env)
+    reader = MarkReader(marks_dir(data_dir))
+    try:
+        phase("migrate")
+        call_command("migrate", interactive=False, verbosity=0)
+        connection.close()
+
+        phase("start processes")
+        dispatcher = stack.start("dispatcher", ["manage.py", "run_scheduler"])
+        worker_args = [
+            "-m",
+            "celery",
+            "-A",
+            "scheduler_project",
+            "worker",
+            "--concurrency",
+            str(cfg.concurrency),
+            "--pool",
+            cfg.pool,
+            "--loglevel",
+            cfg.loglevel,
+            "--without-heartbeat",
+            "--without-gossip",
+            "--without-mingle",
+            "-n",
+            f"bench-{case}@%h",
+            *cfg.worker_args,
+        ]
+        worker = stack.start("worker", worker_args)
+        sampler.watch("dispatcher", dispatcher.pid)
+        sampler.watch("worker", worker.pid)
+        sampler.start()
+
+        # Warm-up: proves the whole path works and lets every pool process open its
+        # database connection and import what it needs before anything is measured.
+        phase("warm-up")
+        now = timezone.now()
+        services.job_schedule_many(
+            jobs=[
+                {"action": "bench_mark", "due_at": now, "name": "warmup"} for _ in range(cfg.warmup)
+            ]
+        )
+        warm_ids = set(Step.objects.filter(job__name="warmup").values_list("pk", flat=True))
+        connection.close()
+        deadline = time.monotonic() + 120
+        while not warm_ids <= set(reader.marks):
+            stack.check_alive()
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    "warm-up jobs did not run in 120 s:\n"
+                    f"{stack.tail('dispatcher')}\n{stack.tail('worker')}"
+                )
+            time.sleep(0.1)
+            reader.poll()
+
+        # Pending far-future jobs: in bulk, then one by one (both timed).
+        phase("schedule pending (bulk)")
+        hour, week = 3600.0, 7 * 24 * 3600.0
+        started = time.perf_counter()
+        now = timezone.now()
+        done = 0
+        while done < cfg.pending:
+            n = min(cfg.bulk_chunk, cfg.pending - done)
+            services.job_schedule_many(
+                jobs=[
+                    {
+                        "action": "bench_mark",
+                        "name": "pending",
+                        "due_at": now + dt.timedelta(seconds=rng.uniform(hour, week - 60)),
+                    }
+                    for _ in range(n)
+                ]
+            )
+            done += n
+        bulk_s = time.perf_counter() - started
+        result["bulk"] = {
+            "jobs": cfg.pending,
+            "chunk": cfg.bulk_chunk,
+            "seconds": bulk_s,
+            "per_second": cfg.pending / bulk_s if bulk_s else None,
+        }
+
+        phase("schedule pending (one by one)")
+        started = time.perf_counter()
+        now = timezone.now()
+        for _ in range(cfg.one_by_one):
+            services.job_schedule(
+                action="bench_mark",
+                name="pending",
+                due_at=now + dt.timedelta(seconds=rng.uniform(hour, week - 60)),
+            )
+        single_s = time.perf_counter() - started
+        result["one_by_one"] = {
+            "jobs": cfg.one_by_one,
+            "seconds": single_s,
+            "per_second": cfg.one_by_one / single_s if single_s else None,
+        }
+        pending_ids_count = Step.objects.filter(job__name="pending").count()
+        connection.close()
+        stack.check_alive()
+
+        # Idle cost: CPU of the dispatcher and the worker while nothing is due.
+        phase("idle")
+        idle_start = {name: cpu_seconds(proc) for name, proc in sampler.procs.items()}
+        time.sleep(cfg.idle)
+        result["idle_cpu_percent"] = (
+            {
+                name: 100 * (cpu_seconds(proc) - idle_start[name]) / cfg.idle
+                for name, proc in sampler.procs.items()
+            }
+            if cfg.idle
+            else {}
+        )
+
+        # The due jobs, scheduled in bulk ahead of a window that starts after they are stored.
+        phase("schedule due")
+        if case == "sparse":
+            n_due, window = cfg.sparse_due, cfg.sparse_window
+            offsets = sorted(rng.uniform(0, window) for _ in range(n_due))
+        else:
+            n_due, window = int(cfg.rate * cfg.rate_seconds), cfg.rate_seconds
+            offsets = [i / cfg.rate for i in range(n_due)]  # evenly spaced: `rate` per second
+        bulk_rate = result["bulk"]["per_second"] or 1000.0
+        lead = 3.0 + 1.5 * n_due / bulk_rate
+        window_start = timezone.now() + dt.timedelta(seconds=lead)
+        for i in range(0, n_due, cfg.bulk_chunk):
+            services.job_schedule_many(
+                jobs=[
+                    {
+                        "action": "bench_mark",
+                        "name": "due",
+                        "due_at": window_start + dt.timedelta(seconds=off),
+                    }
+                    for off in offsets[i : i + cfg.bulk_chunk]
+                ]
+            )
+        due = dict(Step.objects.filter(job__name="due").values_list("pk", "due_at"))
+        scheduled_late = (timezone.now() - window_start).total_seconds()
+        connection.close()
+        result["due"] = {
+            "steps": n_due,
+            "window_s": window,
+            "lead_s": round(lead, 2),
+            "stored_after_window_start_s": max(0.0, scheduled_late),
+        }
+
+        # The window: wait until every due step was marked (plus a settle time for late
+        # doubles), or until the grace after the window is over.
+        while timezone.now() < window_start:
+            time.sleep(0.05)
+        phase("due window")
+        profilers = start_profilers(cfg, data_dir, stack, window) if cfg.profile else []
+        me = psutil.Process()
+        cpu_start = {
+            "dispatcher": cpu_seconds(sampler.procs.get("dispatcher")),
+            "worker": cpu_seconds(sampler.procs.get("worker")),
+            "driver": cpu_seconds(me, children=False),
+            "machine": machine_busy_seconds(),
+        }
+        window_end = window_start + dt.timedelta(seconds=window)
+        give_up = window_end + dt.timedelta(seconds=cfg.grace)
+        all_marked_at: float | None = None
+        while timezone.now() < give_up:
+            stack.check_alive()
+            time.sleep(0.5)
+            reader.poll()
+            if all_marked_at is None and all(pk in reader.marks for pk in due):
+                all_marked_at = time.monotonic()
+            if (
+                all_marked_at is not None
+                and timezone.now() > window_end
+                and time.monotonic() - all_marked_at >= 3.0
+            ):
+                break
+        reader.poll()
+        window_wall = (timezone.now() - window_start).total_seconds()
+        cpu = {
+            "dispatcher": cpu_seconds(sampler.procs.get("dispatcher")) - cpu_start["dispatcher"],
+            "worker": cpu_seconds(sampler.procs.get("worker")) - cpu_start["worker"],
+            "driver": cpu_seconds(me, children=False) - cpu_start["driver"],
+            "machine": machine_busy_seconds() - cpu_start["machine"],
+            "wall": window_wall,
+        }
+        # CPU used by processes that are not part of this benchmark (noise on a shared machine).
+        cpu["other"] = max(0.0, cpu["machine"] - cpu["dispatcher"] - cpu["worker"] - cpu["driver"])
+        cpu["load_avg_1m_at_end"] = os.getloadavg()[0]
+        result["cpu_seconds_in_window"] = cpu
+        phase("stop")
+        for profiler in profilers:
+            try:
+                profiler.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                profiler.kill()
+        sampler.stop()
+        stack.stop()
+
+        # ------------------------------------------------------------------ analysis
+        phase("analyse")
+        lateness: list[float] = []
+        first_marks: list[float] = []
+        missed: list[int] = []
+        doubled = 0
+        extra_marks = 0
+        stale_marks = 0
+        for pk, due_at in due.items():
+            marks = reader.marks.get(pk, [])
+            if not marks:
+                missed.append(pk)
+                continue
+            if len(marks) > 1:
+                doubled += 1
+                extra_marks += len(marks) - 1
+            first = min(m[2] for m in marks)
+            lateness.append(first - due_at.timestamp())
+            first_marks.append(first)
+            stale_marks += sum(1 for m in marks if m[0] != 1)
+        unexpected = sorted(pk for pk in reader.marks if pk not in due and pk not in warm_ids)
+        # Cross-check with the product's own bookkeeping (Run rows).
+        runs = list(
+            Run.objects.filter(step_id__in=list(due)).values_list(
+                "step_id", "status", "lateness", "started_at"
+            )
+        )
+        succeeded = [r for r in runs if r[1] == RunStatus.SUCCEEDED]
+        per_step = Counter(r[0] for r in succeeded)
+        status_counts = Counter(r[1] for r in runs)
+        run_lateness = [r[2].total_seconds() for r in succeeded if r[2] is not None]
+        deviation = [
+            abs(min(m[2] for m in reader.marks[r[0]]) - r[3].timestamp())
+            for r in succeeded
+            if r[0] in reader.marks
+        ]
+        result.update(
+            {
+                "pending": pending_ids_count,
+                # Due steps started per second, from the window start to the last start.
+                "throughput_per_s": (
+                    len(first_marks) / (max(first_marks) - window_start.timestamp())
+                    if first_marks
+                    else None
+                ),
+                "last_start_after_window_end_s": (
+                    max(first_marks) - window_end.timestamp() if first_marks else None
+                ),
+                "lateness_ms": summary_ms(lateness),
+                "missed": len(missed),
+                "missed_sample": missed[:10],
+                "doubled": doubled,
+                "extra_marks": extra_marks,
+                "marks_of_another_version": stale_marks,
+                "unexpected_marks": len(unexpected),
+                "unexpected_sample": unexpected[:10],
+                "runs": {
+                    "status_counts": dict(status_counts),
+                    "steps_with_more_than_one_success": sum(1 for c in per_step.values() if c > 1),
+                    "lateness_ms": summary_ms(run_lateness),
+                    "max_abs_mark_vs_run_started_ms": max(deviation) * 1000 if deviation else None,
+                },
+                "rss_mb": {k: v / 2**20 for k, v in sampler.peak.items()},
+                "rss_mb_by_phase": {
+                    ph: {k: v / 2**20 for k, v in d.items()} for ph, d in sampler.phase_peak.items()
+                },
+                "rss_samples": sampler.samples,
+                "phases_s": phases,
+                "dispatcher_log_tail": stack.tail("dispatcher", 400),
+            }
+        )
+        if cfg.trace:
+            from bench.trace import analyse
+
+            last = max(
+                (min(m[2] for m in reader.marks[pk]) for pk in due if pk in reader.marks),
+                default=window_end.timestamp(),
+            )
+            result["trace"] = analyse(data_dir, due, (window_start.timestamp(), last))
+        return result
+    finally:
+        sampler.stop()
+        stack.stop()
+
+
+# --------------------------------------------------------------------------------------------
+# The orchestrator
+# --------------------------------------------------------------------------------------------
+
+
+def kill_leftovers(data_dir: Path) -> None:
+    """Kill any process group a case runner left behind (it was killed itself)."""
+    pid_file = data_dir / "pids.json"
+    if not pid_file.exists():
+        return
+    for entry in json.loads(pid_file.read_text()):
+        try:
+            proc = psutil.Process(entry["pid"])
+            if abs(proc.create_time() - entry["create_time"]) > 0.01:
+                continue  # the pid was reused by someone else's process
+            os.killpg(entry["pid"], signal.SIGKILL)
+        except (psutil.Error, ProcessLookupError, PermissionError):
+            pass
+
+
+def run_child(case: str, cfg: Config) -> dict[str, Any]:
+    data_dir = Path(tempfile.mkdtemp(prefix=f"schedules-bench-{case}-"))
+    (data_dir / "config.json").write_text(json.dumps(dataclasses.asdict(cfg)))
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            str(Path(__file__).resolve()),
+            "--child",
+            case,
+            "--data-dir",
+            str(data_dir),
+        ],
+        cwd=ROOT,
+    )
+    try:
+        try:
+            child.wait(timeout=cfg.case_timeout)
+        except subprocess.TimeoutExpired:
+            print(f"  case {case} exceeded {cfg.case_timeout:.0f} s; stopping it", flush=True)
+            child.send_signal(signal.SIGTERM)
+            try:
+                child.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+    except KeyboardInterrupt:
+        # The child got the same Ctrl-C; give it time to stop its processes.
+        try:
+            child.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+        raise
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+        kill_leftovers(data_dir)
+    result_file = data_dir / "result.json"
+    if result_file.exists():
+        result: dict[str, Any] = json.loads(result_file.read_text())
+    else:
+        result = {
+            "case": case,
+            "error": f"the case runner exited with {child.returncode}",
+            "data_dir": str(data_dir),
+        }
+    if not cfg.keep and "error" not in result:
+        import shutil
+
+        shutil.rmtree(data_dir, ignore_errors=True)
+        result["data_dir"] = None
+    return result
+
+
+def machine() -> dict[str, Any]:
+    vm = psutil.virtual_memory()
+    import celery
+    import django
+    import kombu
+
+    return {
+        "nproc": os.cpu_count(),
+        "cpu": platform.processor() or platform.machine(),
+        "memory_gb": round(vm.total / 2**30, 1),
+        "python": platform.python_version(),
+        "sqlite": sqlite3.sqlite_version,
+        "django": django.get_version(),
+        "celery": celery.__version__,
+        "kombu": kombu.__version__,
+        "platform": platform.platform(),
+    }
+
+
+def fmt(value: Any, spec: str = ".1f") -> str:
+    if value is None:
+        return "-"
+    return format(value, spec)
+
+
+def targets(results: dict[str, dict[str, Any]]) -> list[tuple[str, str, bool]]:
+    checks: list[tuple[str, str, bool]] = []
+    limits = {"sparse": 20.0, "rate": 100.0}
+    for case, limit in limits.items():
+        r = results.get(case)
+        if not r or "error" in r:
+            continue
+        p99 = r["lateness_ms"]["p99"]
+        checks.append(
+            (
+                f"{case} lateness p99 < {limit:.0f} ms",
+                f"{fmt(p99)} ms",
+                p99 is not None and p99 < limit,
+            )
+        )
+    ok = [r for r in results.values() if "error" not in r]
+    if ok:
+        missed = sum(r["missed"] for r in ok)
+        doubled = sum(r["doubled"] for r in ok)
+        rss = max(r["rss_mb"].get("dispatcher_main", 0.0) for r in ok)
+        checks.append(("0 missed", str(missed), missed == 0))
+        checks.append(("0 doubled", str(doubled), doubled == 0))
+        checks.append(("dispatcher RSS < 150 MB", f"{rss:.0f} MB", rss < 150))
+    for case, r in results.items():
+        if "error" in r:
+            checks.append((f"{case} ran", r["error"], False))
+    return checks
+
+
+def print_report(results: dict[str, dict[str, Any]], cfg: Config) -> list[tuple[str, str, bool]]:
+    head = (
+        f"{'case':<7} {'pending':>8} {'due':>6} {'1-by-1/s':>9} {'bulk/s':>8} "
+        f"{'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'max ms':>8} {'Run p99':>8} "
+        f"{'missed':>6} {'doubled':>7} {'disp MB':>8} {'wrk MB':>7} {'wrk+pool MB':>11}"
+    )
+    print()
+    print(head)
+    print("-" * len(head))
+    for case, r in results.items():
+        if "error" in r:
+            print(f"{case:<7} ERROR: {r['error']} (logs in {r.get('data_dir')})")
+            continue
+        lat, rss = r["lateness_ms"], r["rss_mb"]
+        print(
+            f"{case:<7} {r['pending']:>8} {r['due']['steps']:>6} "
+            f"{fmt(r['one_by_one']['per_second'], '.0f'):>9} "
+            f"{fmt(r['bulk']['per_second'], '.0f'):>8} "
+            f"{fmt(lat['p50']):>8} {fmt(lat['p95']):>8} {fmt(lat['p99']):>8} "
+            f"{fmt(lat['max']):>8} {fmt(r['runs']['lateness_ms']['p99']):>8} "
+            f"{r['missed']:>6} {r['doubled']:>7} "
+            f"{fmt(rss.get('dispatcher_main'), '.0f'):>8} {fmt(rss.get('worker_main'), '.0f'):>7} "
+            f"{fmt(rss.get('worker_total'), '.0f'):>11}"
+        )
+    print()
+    for case, r in results.items():
+        if "error" in r:
+            continue
+        cpu = r["cpu_seconds_in_window"]
+        runs = r["runs"]
+        print(
+            f"{case}: started {fmt(r['throughput_per_s'], '.0f')}/s, last start "
+            f"{fmt(r['last_start_after_window_end_s'], '.1f')} s after the window; "
+            f"window {cpu['wall']:.1f} s, CPU dispatcher {cpu['dispatcher']:.1f} s, "
+            f"worker {cpu['worker']:.1f} s, other processes {cpu['other']:.1f} s; "
+            f"idle CPU {', '.join(f'{k} {v:.0f}%' for k, v in r['idle_cpu_percent'].items())}; "
+            f"runs {runs['status_counts']}; unexpected marks {r['unexpected_marks']}; "
+            f"mark vs Run.started_at max {fmt(runs['max_abs_mark_vs_run_started_ms'], '.2f')} ms"
+        )
+        if "trace" in r:
+            print(f"  {case} trace (ms; p50 / p99 / max):")
+            for name, d in [
+                *r["trace"]["since_due_ms"].items(),
+                *r["trace"]["segments_ms"].items(),
+                *r["trace"]["sqlite_lock_ms"].items(),
+            ]:
+                label = f"due->{name}" if name in r["trace"]["since_due_ms"] else name
+                print(
+                    f"    {label:<28} {fmt(d['p50']):>8} {fmt(d['p99']):>8} {fmt(d['max']):>8}"
+                    f"  (n={d['n']})"
+                )
+            t = r["trace"]
+            print(
+                f"    claim batches {t['claim_batches']}, size p50 {t['claim_batch_size_p50']}, "
+                f"max {t['claim_batch_size_max']}; claims that found nothing "
+                f"{t['empty_claims']} (p50 {fmt(t['empty_claim_ms']['p50'])} ms)"
+            )
+    checks = targets(results)
+    print()
+    title = "targets (smoke run: sizes reduced)" if cfg.quick else "targets"
+    print(title)
+    for name, value, ok in checks:
+        print(f"  {'PASS' if ok else 'FAIL'}  {name:<28} {value}")
+    return checks
+
+
+def parse_args(argv: list[str]) -> tuple[argparse.Namespace, Config]:
+    p = argparse.ArgumentParser(
+        description="End-to-end benchmark: real dispatcher + Celery worker on a fresh SQLite "
+        "database and folder broker per case.",
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run: 10k pending, 500 one by one, sparse 200 due over 20 s, "
+        "rate 200/s for 10 s, 15 s grace",
+    )
+    p.add_argument("--case", choices=[*CASES, "all"], default="all")
+    p.add_argument("--pending", type=int, help="far-future jobs scheduled in bulk (100000)")
+    p.add_argument("--one-by-one", type=int, help="far-future jobs scheduled one by one (2000)")
+    p.add_argument("--bulk-chunk", type=int, help="jobs per job_schedule_many call (10000)")
+    p.add_argument("--sparse-due", type=int, help="due jobs in the sparse case (1000)")
+    p.add_argument("--sparse-window", type=float, help="seconds they are spread over (60)")
+    p.add_argument("--rate", type=int, help="due jobs per second in the rate case (500)")
+    p.add_argument("--rate-seconds", type=float, help="seconds of the rate case (30)")
+    p.add_argument(
+        "--grace",
+        type=float,
+        help="a due step not marked this many seconds after the window is missed (60)",
+    )
+    p.add_argument("--idle", type=float, help="seconds with nothing due, to measure idle CPU (5)")
+    p.add_argument("--concurrency", type=int, default=2, help="Celery pool processes (2)")
+    p.add_argument("--pool", default="prefork", help="Celery pool (prefork)")
+    p.add_argument("--loglevel", default="INFO", help="Celery worker log level (INFO)")
+    p.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra setting for every process, e.g. "
+        "CELERY_BROKER_POLLING_INTERVAL=0.001 (repeatable)",
+    )
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--json", type=Path, help="write the results as JSON to this file")
+    p.add_argument("--strict", action="store_true", help="exit 1 if a target is missed")
+    p.add_argument("--keep", action="store_true", help="keep the temporary data dirs (logs, DB)")
+    p.add_argument(
+        "--trace",
+        action="store_true",
+        help="diagnosis: time each step's path (claim, publish, receive, action); adds overhead",
+    )
+    p.add_argument(
+        "--profile",
+        action="store_true",
+        help="diagnosis: py-spy (not a requirement; pip install py-spy) samples the "
+        "dispatcher and worker during the window; raw stacks kept with --keep",
+    )
+    p.add_argument(
+        "--worker-arg",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="extra argument for the celery worker command line, e.g. "
+        "--worker-arg=--prefetch-multiplier=1 (repeatable)",
+    )
+    p.add_argument("--child", choices=CASES, help=argparse.SUPPRESS)
+    p.add_argument("--data-dir", type=Path, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+
+    if args.child:
+        cfg = Config(**json.loads((args.data_dir / "config.json").read_text()))
+        return args, cfg
+    quick = {
+        "pending": 10_000,
+        "one_by_one": 500,
+        "sparse_due": 200,
+        "sparse_window": 20.0,
+        "rate": 200,
+        "rate_seconds": 10.0,
+        "grace": 15.0,
+        "bulk_chunk": 10_000,
+        "idle": 3.0,
+    }
+    cfg = Config(cases=list(CASES) if args.case == "all" else [args.case])
+    if args.quick:
+        for key, value in quick.items():
+            setattr(cfg, key, value)
+    for key in (
+        "pending",
+        "one_by_one",
+        "bulk_chunk",
+        "sparse_due",
+        "sparse_window",
+        "rate",
+        "rate_seconds",
+        "grace",
+        "idle",
+    ):
+        value = getattr(args, key)
+        if value is not None:
+            setattr(cfg, key, value)
+    cfg.concurrency, cfg.pool, cfg.loglevel = args.concurrency, args.pool, args.loglevel
+    cfg.seed, cfg.keep, cfg.quick, cfg.trace = args.seed, args.keep, args.quick, args.trace
+    cfg.profile = args.profile
+    cfg.worker_args = args.worker_arg
+    for item in args.env:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--env expects KEY=VALUE, not {item!r}")
+        check_loopback(key, value)
+        cfg.env[key] = value
+    window = cfg.sparse_window if "sparse" in cfg.cases else cfg.rate_seconds
+    # Generous bound for one case; each case also ends by itself after window + grace.
+    cfg.case_timeout = 300 + window + cfg.grace + cfg.pending / 500
+    return args, cfg
+
+
+def main(argv: list[str]) -> int:
+    args, cfg = parse_args(argv)
+    if args.child:
+        signal.signal(signal.SIGTERM, _raise_interrupt)
+        result = run_case(args.child, cfg, args.data_dir)
+        (args.data_dir / "result.json").write_text(json.dumps(result, default=str))
+        return 0
+
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    info = machine()
+    print(
+        f"schedules benchmark: {', '.join(cfg.cases)}; {info['nproc']} CPUs, "
+        f"{info['memory_gb']} GB, Python {info['python']}, SQLite {info['sqlite']}; "
+        f"worker --concurrency {cfg.concurrency} ({cfg.pool}); "
+        f"extra env {cfg.env or '{}'}",
+        flush=True,
+    )
+    started = time.monotonic()
+    results: dict[str, dict[str, Any]] = {}
+    for case in cfg.cases:
+        print(f"case {case}: fresh data dir, migrate, dispatcher + worker", flush=True)
+        results[case] = run_child(case, cfg)
+    checks = print_report(results, cfg)
+    elapsed = time.monotonic() - started
+    print(f"\ntotal {elapsed:.0f} s")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        payload = {
+            "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "machine": info,
+            "config": dataclasses.asdict(cfg),
+            "results": results,
+            "targets": [{"target": n, "value": v, "pass": ok} for n, v, ok in checks],
+            "elapsed_s": elapsed,
+        }
+        args.json.write_text(json.dumps(payload, indent=2, default=str))
+        print(f"results written to {args.json}")
+    if args.strict and not all(ok for _, _, ok in checks):
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
