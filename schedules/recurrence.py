@@ -1,0 +1,154 @@
+"""Recurrence rules: when a recurring job's occurrences fall, and what its rule says.
+
+Two kinds, as EventBridge Scheduler and django-celery-beat offer:
+
+* **rate**: every N seconds, minutes, hours or days, counted in elapsed time
+  from the rule's start (``starts_at + k * interval``), so a daylight-saving
+  change neither stretches nor shrinks an interval;
+* **cron**: a 5-field expression read in the rule's time zone by ``cronsim``,
+  which follows Debian cron at daylight-saving changes: a time skipped in
+  spring runs once, right after the jump; a time repeated in autumn runs once,
+  at its first pass; a rule with a wildcard hour (``0 * * * *``) runs once per
+  real hour, both passes of the repeated hour included.
+
+Bounds: no occurrence before ``starts_at`` or after ``ends_at``, and none past
+``max_runs``. All times given and returned are aware; returned times are UTC.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from dataclasses import dataclass
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from cronsim import CronSim, CronSimError
+from django.conf import settings
+from django.core.exceptions import ValidationError
+
+RATE, CRON = "rate", "cron"
+UNITS = {"seconds": 1, "minutes": 60, "hours": 3600, "days": 86400}
+
+
+@dataclass(frozen=True)
+class Rule:
+    kind: str  # RATE or CRON
+    starts_at: dt.datetime
+    every: int = 0  # rate
+    unit: str = ""  # rate: a key of UNITS
+    cron: str = ""  # cron: 5 fields
+    time_zone: str = "UTC"
+    ends_at: dt.datetime | None = None
+    max_runs: int | None = None
+
+    @property
+    def interval(self) -> dt.timedelta:
+        return dt.timedelta(seconds=self.every * UNITS[self.unit])
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.time_zone)
+
+
+def zone_or_error(name: str, field: str = "time_zone") -> ZoneInfo:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValidationError(
+            {field: f"unknown time zone {name!r}; use an IANA name such as Europe/Paris"}
+        ) from exc
+
+
+def validate(rule: Rule) -> None:
+    """Raise a ValidationError naming each broken field and its rule."""
+    errors: dict[str, str] = {}
+    try:
+        zone_or_error(rule.time_zone)
+    except ValidationError as exc:
+        errors.update({k: v[0] for k, v in exc.message_dict.items()})
+    for name in ("starts_at", "ends_at"):
+        value = getattr(rule, name)
+        if value is not None and value.tzinfo is None:
+            errors[name] = "a time zone is required (e.g. 2030-01-01T09:00:00+01:00)"
+    if rule.kind == RATE:
+        minimum = float(settings.SCHEDULES_MIN_RATE_SECONDS)
+        if rule.unit not in UNITS:
+            errors["rate_unit"] = f"must be one of {', '.join(UNITS)}, not {rule.unit!r}"
+        elif rule.every < 1:
+            errors["rate_every"] = "must be a whole number of 1 or more"
+        elif rule.interval.total_seconds() < minimum:
+            errors["rate_every"] = (
+                f"every {rule.every} {rule.unit} is faster than the minimum of {minimum:g} s "
+                "(SCHEDULES_MIN_RATE_SECONDS)"
+            )
+    elif rule.kind == CRON:
+        fields = rule.cron.split()
+        if len(fields) != 5:
+            errors["cron"] = (
+                f"must have 5 fields (minute hour day-of-month month day-of-week), "
+                f"not {len(fields)}"
+            )
+        else:
+            try:
+                CronSim(rule.cron, dt.datetime.now(dt.UTC))
+            except CronSimError as exc:
+                errors["cron"] = f"cannot be read: {exc} in {rule.cron!r}"
+    else:
+        errors["schedule_type"] = f"must be {RATE!r} or {CRON!r}, not {rule.kind!r}"
+    if rule.ends_at is not None and rule.starts_at is not None and rule.ends_at <= rule.starts_at:
+        errors["ends_at"] = "must be after starts_at"
+    if rule.max_runs is not None and rule.max_runs < 1:
+        errors["max_runs"] = "must be 1 or more (leave it empty for no limit)"
+    if errors:
+        raise ValidationError(errors)
+    if next_after(rule, rule.starts_at - dt.timedelta(microseconds=1), runs_so_far=0) is None:
+        raise ValidationError({"ends_at": "the rule has no occurrence between start and end"})
+
+
+def _unbounded(rule: Rule, after: dt.datetime) -> Iterator[dt.datetime]:
+    """Occurrences strictly after ``after``, ignoring ``ends_at`` and ``max_runs``."""
+    start = rule.starts_at
+    if rule.kind == RATE:
+        step = rule.interval
+        k = 0 if after < start else (after - start) // step + 1
+        while True:
+            yield (start + k * step).astimezone(dt.UTC)
+            k += 1
+    # cron: from just before the start, or from ``after``, in the rule's zone.
+    origin = max(after, start - dt.timedelta(microseconds=1)).astimezone(rule.zone)
+    # cronsim works in whole seconds and yields times after the one it is given.
+    for when in CronSim(rule.cron, origin.replace(microsecond=0)):
+        if when > origin:
+            yield when.astimezone(dt.UTC)
+
+
+def occurrences(
+    rule: Rule, after: dt.datetime, *, runs_so_far: int = 0, limit: int | None = None
+) -> Iterator[dt.datetime]:
+    """The occurrences strictly after ``after``, within the rule's bounds."""
+    left = None if rule.max_runs is None else rule.max_runs - runs_so_far
+    for produced, when in enumerate(_unbounded(rule, after)):
+        if rule.ends_at is not None and when > rule.ends_at:
+            return
+        if (left is not None and produced >= left) or (limit is not None and produced >= limit):
+            return
+        yield when
+
+
+def next_after(rule: Rule, after: dt.datetime, *, runs_so_far: int = 0) -> dt.datetime | None:
+    return next(occurrences(rule, after, runs_so_far=runs_so_far), None)
+
+
+def describe(rule: Rule) -> str:
+    """The rule in words, e.g. "Every 5 minutes" or "At 09:00 on Monday (Europe/Paris)"."""
+    if rule.kind == RATE:
+        unit = rule.unit if rule.every != 1 else rule.unit.rstrip("s")
+        text = f"Every {rule.every} {unit}" if rule.every != 1 else f"Every {unit}"
+    else:
+        text = f"{CronSim(rule.cron, dt.datetime.now(rule.zone)).explain()} ({rule.time_zone})"
+    bounds = []
+    if rule.ends_at is not None:
+        bounds.append(f"until {rule.ends_at.astimezone(rule.zone):%Y-%m-%d %H:%M:%S %Z}")
+    if rule.max_runs is not None:
+        bounds.append(f"at most {rule.max_runs} run{'s' if rule.max_runs != 1 else ''}")
+    return ", ".join([text, *bounds])
