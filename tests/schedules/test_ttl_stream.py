@@ -134,6 +134,7 @@ def test_the_stream_command_survives_a_failed_pass(settings, monkeypatch):
         signal, "signal", lambda signum, handler: handlers.update({signum: handler})
     )
     monkeypatch.setattr(forward_ttl_stream, "aws_client", lambda name: object())
+    monkeypatch.setattr(forward_ttl_stream, "ERROR_BACKOFF_BASE", 0.01)
     passes: list[str] = []
 
     def run_once(self: StreamReader) -> PassStats:

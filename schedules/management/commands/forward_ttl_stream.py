@@ -17,7 +17,8 @@ from schedules.ttl_stream import StreamReader
 
 logger = logging.getLogger(__name__)
 
-#: Longest wait between passes after errors (the wait doubles per failed pass).
+#: Wait after a failed pass: 1 s, doubling per failed pass in a row, up to a minute.
+ERROR_BACKOFF_BASE = 1.0
 ERROR_BACKOFF_MAX = 60.0
 
 
@@ -83,7 +84,7 @@ class Command(BaseCommand):
                 stats = reader.run_once()
             except Exception:  # AWS or the database away: log, back off, try again
                 failures += 1
-                delay = min(ERROR_BACKOFF_MAX, options["poll_interval"] * 2**failures)
+                delay = min(ERROR_BACKOFF_MAX, ERROR_BACKOFF_BASE * 2 ** (failures - 1))
                 logger.exception("stream pass failed; retrying in %.1f s", delay)
                 stop.wait(delay)
                 continue
