@@ -20,11 +20,12 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterator
 from dataclasses import dataclass
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from cronsim import CronSim, CronSimError
 from django.conf import settings
-from django.core.exceptions import ValidationError
+
+from .validation import Errors, check_aware, check_time_zone
 
 RATE, CRON = "rate", "cron"
 UNITS = {"seconds": 1, "minutes": 60, "hours": 3600, "days": 86400}
@@ -50,59 +51,49 @@ class Rule:
         return ZoneInfo(self.time_zone)
 
 
-def zone_or_error(name: str, field: str = "time_zone") -> ZoneInfo:
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError) as exc:
-        raise ValidationError(
-            {field: f"unknown time zone {name!r}; use an IANA name such as Europe/Paris"}
-        ) from exc
-
-
 def validate(rule: Rule) -> None:
     """Raise a ValidationError naming each broken field and its rule."""
-    errors: dict[str, str] = {}
-    try:
-        zone_or_error(rule.time_zone)
-    except ValidationError as exc:
-        errors.update({k: v[0] for k, v in exc.message_dict.items()})
+    errors = Errors()
+    check_time_zone(errors, "time_zone", rule.time_zone)
     for name in ("starts_at", "ends_at"):
-        value = getattr(rule, name)
-        if value is not None and value.tzinfo is None:
-            errors[name] = "a time zone is required (e.g. 2030-01-01T09:00:00+01:00)"
+        if getattr(rule, name) is not None:
+            check_aware(errors, name, getattr(rule, name))
     if rule.kind == RATE:
         minimum = float(settings.SCHEDULES_MIN_RATE_SECONDS)
         if rule.unit not in UNITS:
-            errors["rate_unit"] = f"must be one of {', '.join(UNITS)}, not {rule.unit!r}"
+            errors.add("rate_unit", f"must be one of {', '.join(UNITS)}, not {rule.unit!r}")
         elif rule.every < 1:
-            errors["rate_every"] = "must be a whole number of 1 or more"
+            errors.add("rate_every", "must be a whole number of 1 or more")
         elif rule.interval.total_seconds() < minimum:
-            errors["rate_every"] = (
+            errors.add(
+                "rate_every",
                 f"every {rule.every} {rule.unit} is faster than the minimum of {minimum:g} s "
-                "(SCHEDULES_MIN_RATE_SECONDS)"
+                "(SCHEDULES_MIN_RATE_SECONDS)",
             )
     elif rule.kind == CRON:
         fields = rule.cron.split()
         if len(fields) != 5:
-            errors["cron"] = (
+            errors.add(
+                "cron",
                 f"must have 5 fields (minute hour day-of-month month day-of-week), "
-                f"not {len(fields)}"
+                f"not {len(fields)}",
             )
         else:
             try:
                 CronSim(rule.cron, dt.datetime.now(dt.UTC))
             except CronSimError as exc:
-                errors["cron"] = f"cannot be read: {exc} in {rule.cron!r}"
+                errors.add("cron", f"cannot be read: {exc} in {rule.cron!r}")
     else:
-        errors["schedule_type"] = f"must be {RATE!r} or {CRON!r}, not {rule.kind!r}"
-    if rule.ends_at is not None and rule.starts_at is not None and rule.ends_at <= rule.starts_at:
-        errors["ends_at"] = "must be after starts_at"
+        errors.add("schedule_type", f"must be {RATE!r} or {CRON!r}, not {rule.kind!r}")
+    bounds_aware = "starts_at" not in errors and "ends_at" not in errors
+    if bounds_aware and rule.ends_at is not None and rule.ends_at <= rule.starts_at:
+        errors.add("ends_at", "must be after starts_at")
     if rule.max_runs is not None and rule.max_runs < 1:
-        errors["max_runs"] = "must be 1 or more (leave it empty for no limit)"
-    if errors:
-        raise ValidationError(errors)
+        errors.add("max_runs", "must be 1 or more (leave it empty for no limit)")
+    errors.raise_if_any()
     if next_after(rule, rule.starts_at - dt.timedelta(microseconds=1), runs_so_far=0) is None:
-        raise ValidationError({"ends_at": "the rule has no occurrence between start and end"})
+        errors.add("ends_at", "the rule has no occurrence between start and end")
+        errors.raise_if_any()
 
 
 def _unbounded(rule: Rule, after: dt.datetime) -> Iterator[dt.datetime]:

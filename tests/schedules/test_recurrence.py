@@ -132,7 +132,7 @@ START = dt.datetime(2030, 1, 1, 9, 0, tzinfo=UTC)
         (
             Rule(kind=CRON, cron="0 9 * * *", starts_at=START, time_zone="Mars/Olympus"),
             "time_zone",
-            "unknown time zone 'Mars/Olympus'",
+            "'Mars/Olympus' is not a known time zone",
         ),
         (Rule(kind=RATE, every=0, unit="minutes", starts_at=START), "rate_every", "1 or more"),
         (
