@@ -56,32 +56,32 @@ class Channel(filesystem.Channel):
         """
         suffix = f".{queue}.msg"
         folder = self.data_folder_in
-        listing = self._listings.get(queue)
-        for fresh in (False, True):
-            if fresh or not listing:
+        listing = self._listings.get(queue) or []
+        relisted = False
+        while True:
+            if not listing:
+                if relisted:
+                    raise Empty()  # a fresh listing ran out: the queue is empty
                 listing = sorted(
                     (n for n in os.listdir(folder) if n.endswith(suffix)), reverse=True
                 )
                 self._listings[queue] = listing
-                fresh = True
-            while listing:
-                name = listing.pop()  # the oldest left
-                path = os.path.join(folder, name)
-                claimed = f"{path}{CLAIMED_SUFFIX}.{os.getpid()}"
-                try:
-                    os.rename(path, claimed)
-                except FileNotFoundError:
-                    continue  # another consumer claimed it first
-                try:
-                    with open(claimed, "rb") as f:
-                        payload = f.read()
-                    os.remove(claimed)
-                except OSError as exc:
-                    raise ChannelError(f"Cannot read file {claimed!r} from queue.") from exc
-                return loads(bytes_to_str(payload))
-            if fresh:
-                break
-        raise Empty()
+                relisted = True
+                continue
+            name = listing.pop()  # the oldest left
+            path = os.path.join(folder, name)
+            claimed = f"{path}{CLAIMED_SUFFIX}.{os.getpid()}"
+            try:
+                os.rename(path, claimed)
+            except FileNotFoundError:
+                continue  # another consumer claimed it first
+            try:
+                with open(claimed, "rb") as f:
+                    payload = f.read()
+                os.remove(claimed)
+            except OSError as exc:
+                raise ChannelError(f"Cannot read file {claimed!r} from queue.") from exc
+            return loads(bytes_to_str(payload))
 
     def _size(self, queue: str) -> int:
         suffix = f".{queue}.msg"
