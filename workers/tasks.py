@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 from celery import shared_task
+from celery.utils.time import get_exponential_backoff_interval
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, close_old_connections
 
@@ -62,5 +63,11 @@ def run_steps(self, pairs: list[list[int]]) -> None:  # type: ignore[no-untyped-
             step_execute(step_id=int(step_id), version=int(version), worker=worker)
         except (OperationalError, InterfaceError) as exc:
             close_old_connections()
-            delay = min(30, 2**self.request.retries)
+            # The same backoff as RETRY_OPTIONS gives run_step, for the steps left.
+            delay = get_exponential_backoff_interval(
+                factor=RETRY_OPTIONS["retry_backoff"],
+                retries=self.request.retries,
+                maximum=RETRY_OPTIONS["retry_backoff_max"],
+                full_jitter=RETRY_OPTIONS["retry_jitter"],
+            )
             raise self.retry(args=(pairs[index:],), exc=exc, countdown=delay) from exc
