@@ -37,7 +37,20 @@ class ActionContext:
         return f"step-{self.step_id}-v{self.version}"
 
 
-ActionFunc = Callable[[ActionContext, Any], dict[str, Any] | None]
+@dataclass(frozen=True)
+class NotDone:
+    """What a polling action returns while the work it watches is not finished yet.
+
+    The worker records the check as a run with status "not done" (``result`` is
+    kept in it) and, if the job's poll limits allow, checks again after the
+    job's ``poll_interval``. Only actions registered with ``polls=True`` may
+    return it.
+    """
+
+    result: dict[str, Any] | None = None
+
+
+ActionFunc = Callable[[ActionContext, Any], dict[str, Any] | NotDone | None]
 
 
 @dataclass(frozen=True)
@@ -48,13 +61,20 @@ class Action:
     description: str
     #: Whether a second attempt after a lost one may repeat an outside effect.
     has_side_effects: bool = True
+    #: Whether the action may return ``NotDone`` (a job running it must set poll limits).
+    polls: bool = False
 
 
 REGISTRY: dict[str, Action] = {}
 
 
 def register(
-    name: str, *, payload: type[BaseModel], description: str, has_side_effects: bool = True
+    name: str,
+    *,
+    payload: type[BaseModel],
+    description: str,
+    has_side_effects: bool = True,
+    polls: bool = False,
 ) -> Callable[[ActionFunc], ActionFunc]:
     """Register ``func`` as the action ``name`` with its payload schema."""
 
@@ -67,6 +87,7 @@ def register(
             func=func,
             description=description,
             has_side_effects=has_side_effects,
+            polls=polls,
         )
         return func
 
