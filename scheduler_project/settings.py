@@ -273,6 +273,14 @@ SCHEDULES_RECORDING_TOKEN = env.str("SCHEDULES_RECORDING_TOKEN", default="")
 SCHEDULES_RECORDING_CONNECT_TIMEOUT = env.float("SCHEDULES_RECORDING_CONNECT_TIMEOUT", default=3.05)
 SCHEDULES_RECORDING_READ_TIMEOUT = env.float("SCHEDULES_RECORDING_READ_TIMEOUT", default=10.0)
 
+# The http_check action: the only hosts it may GET, its timeouts and largest answer.
+SCHEDULES_HTTP_CHECK_ALLOWED_HOSTS = env.list("SCHEDULES_HTTP_CHECK_ALLOWED_HOSTS", default=[])
+SCHEDULES_HTTP_CHECK_CONNECT_TIMEOUT = env.float(
+    "SCHEDULES_HTTP_CHECK_CONNECT_TIMEOUT", default=3.05
+)
+SCHEDULES_HTTP_CHECK_READ_TIMEOUT = env.float("SCHEDULES_HTTP_CHECK_READ_TIMEOUT", default=10.0)
+SCHEDULES_HTTP_CHECK_MAX_BYTES = env.int("SCHEDULES_HTTP_CHECK_MAX_BYTES", default=1024 * 1024)
+
 # --- AWS ------------------------------------------------------------------------------
 # Credentials come from the standard chain (environment, profile, instance role);
 # endpoints from AWS_ENDPOINT_URL / AWS_ENDPOINT_URL_<SERVICE> (read by boto3 itself).

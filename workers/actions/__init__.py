@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import email, noop, recording  # noqa: F401  (registers the actions)
+from . import email, http_check, noop, recording  # noqa: F401  (registers the actions)
 from .base import (
     REGISTRY,
     Action,
