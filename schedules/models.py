@@ -25,17 +25,108 @@ class PlanStatus(models.TextChoices):
     CANCELLED = "cancelled", "Cancelled"
 
 
+class ScheduleType(models.TextChoices):
+    ONCE = "once", "Once, at the due time"
+    RATE = "rate", "Every N seconds, minutes, hours or days"
+    CRON = "cron", "By a cron expression in the job's time zone"
+
+
+class RateUnit(models.TextChoices):
+    SECONDS = "seconds", "seconds"
+    MINUTES = "minutes", "minutes"
+    HOURS = "hours", "hours"
+    DAYS = "days", "days"
+
+
+class MissedPolicy(models.TextChoices):
+    """What a recurring job does when it is behind (see docs/architecture.md)."""
+
+    RUN_ONCE = "run_once", "Run once now for all missed occurrences"
+    RUN_ALL = "run_all", "Run every missed occurrence"
+    SKIP = "skip", "Skip to the next occurrence"
+
+
+class OverlapPolicy(models.TextChoices):
+    """What a recurring job does with an occurrence due while the previous one is going."""
+
+    SKIP = "skip", "Skip it"
+    ALLOW = "allow", "Run it alongside"
+
+
 class Job(models.Model):
-    """A one-off piece of work: run `action` with `payload` at `due_at`."""
+    """Work to run: `action` with `payload`, once at `due_at` or by a recurrence rule.
+
+    A recurring job has one pending step at a time (its next occurrence): taking or
+    finishing an occurrence plans the next one. A polling job checks again after
+    `poll_interval` while its action reports "not done yet".
+    """
 
     name = models.CharField(max_length=200, blank=True)
     action = models.CharField(max_length=64, help_text="Registered action name, e.g. send_email.")
     payload = models.JSONField(
         default=dict, blank=True, help_text="Arguments of the action, validated by its schema."
     )
-    due_at = models.DateTimeField(help_text="When the job is due (stored in UTC).")
+    due_at = models.DateTimeField(
+        help_text="When the job is due (stored in UTC); for a recurring job, its next occurrence."
+    )
     time_zone = models.CharField(
-        max_length=64, default="UTC", help_text="The zone the due time was entered in, for display."
+        max_length=64,
+        default="UTC",
+        help_text="The job's IANA time zone: for display, and the zone a cron rule is read in.",
+    )
+    schedule_type = models.CharField(
+        max_length=8,
+        choices=ScheduleType.choices,
+        default=ScheduleType.ONCE,
+        help_text="once (at due_at), rate (every N units) or cron (in the job's time zone).",
+    )
+    rate_every = models.PositiveIntegerField(
+        null=True, blank=True, help_text="A rate rule's N: run every N rate units."
+    )
+    rate_unit = models.CharField(
+        max_length=8, choices=RateUnit.choices, blank=True, help_text="A rate rule's unit."
+    )
+    cron = models.CharField(
+        max_length=200,
+        blank=True,
+        help_text="A cron rule: 5 fields (minute hour day-of-month month day-of-week).",
+    )
+    starts_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="A recurring job's first possible occurrence; a rate counts from it.",
+    )
+    ends_at = models.DateTimeField(
+        null=True, blank=True, help_text="A recurring job has no occurrence after this."
+    )
+    max_runs = models.PositiveIntegerField(
+        null=True, blank=True, help_text="A recurring job stops after this many runs."
+    )
+    run_count = models.PositiveIntegerField(
+        default=0, editable=False, help_text="Occurrences run so far (counted against max_runs)."
+    )
+    missed_policy = models.CharField(
+        max_length=8,
+        choices=MissedPolicy.choices,
+        default=MissedPolicy.RUN_ONCE,
+        help_text="When the job is behind (a later occurrence is already due as one is taken).",
+    )
+    overlap_policy = models.CharField(
+        max_length=8,
+        choices=OverlapPolicy.choices,
+        default=OverlapPolicy.SKIP,
+        help_text="An occurrence due while the previous one is still going.",
+    )
+    poll_interval = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Seconds between checks while the action is not done."
+    )
+    poll_max_checks = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Most checks per occurrence, the first one included."
+    )
+    poll_timeout = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="Seconds after the first check's due time by which the action must be done.",
     )
     precision = models.CharField(
         max_length=16, choices=Precision.choices, default=Precision.PRECISE
@@ -65,10 +156,32 @@ class Job(models.Model):
         ]
         constraints = [
             models.CheckConstraint(condition=Q(max_attempts__gte=1), name="job_max_attempts_gte_1"),
+            models.CheckConstraint(
+                condition=Q(schedule_type=ScheduleType.ONCE)
+                | Q(schedule_type=ScheduleType.RATE, rate_every__gte=1)
+                | (Q(schedule_type=ScheduleType.CRON) & ~Q(cron="")),
+                name="job_rule_complete",
+            ),
+            models.CheckConstraint(
+                condition=Q(ends_at__isnull=True)
+                | Q(starts_at__isnull=True)
+                | Q(ends_at__gt=F("starts_at")),
+                name="job_ends_after_starts",
+            ),
+            models.CheckConstraint(
+                condition=Q(poll_interval__isnull=True)
+                | Q(poll_max_checks__isnull=False)
+                | Q(poll_timeout__isnull=False),
+                name="job_poll_has_limit",
+            ),
         ]
 
     def __str__(self) -> str:
         return self.name or f"{self.action} #{self.pk}"
+
+    @property
+    def is_recurring(self) -> bool:
+        return self.schedule_type != ScheduleType.ONCE
 
 
 class Classroom(models.Model):
@@ -154,7 +267,15 @@ class Step(models.Model):
     )
     action = models.CharField(max_length=64)
     sequence = models.PositiveIntegerField(
-        default=0, help_text="Order of the step within its job or classroom."
+        default=0,
+        help_text="Order of the step within its classroom (ping number) or job (occurrence).",
+    )
+    poll_number = models.PositiveIntegerField(
+        default=0, help_text="A polling job's check number within its occurrence (0: the first)."
+    )
+    recurring = models.BooleanField(
+        default=False,
+        help_text="An occurrence of a recurring job: taking or finishing it plans the next.",
     )
     due_at = models.DateTimeField(help_text="When the engine releases this step (UTC).")
     version = models.PositiveIntegerField(default=1)
@@ -200,6 +321,12 @@ class Step(models.Model):
                 name="step_has_one_owner",
             ),
             models.CheckConstraint(condition=Q(version__gte=1), name="step_version_gte_1"),
+            # One step per occurrence and check of a job; its index also serves "the job's
+            # latest steps" without reading all of a long-running recurring job's steps.
+            # (Classroom steps have no job: NULLs never collide in a unique index.)
+            models.UniqueConstraint(
+                fields=["job", "sequence", "poll_number"], name="step_job_occurrence_unique"
+            ),
         ]
 
     def __str__(self) -> str:
@@ -215,6 +342,7 @@ class RunStatus(models.TextChoices):
     SUCCEEDED = "succeeded", "Succeeded"
     RETRYING = "retrying", "Failed, will retry"
     FAILED = "failed", "Failed"
+    NOT_DONE = "not_done", "Not done yet (checks again)"
     SKIPPED = "skipped", "Skipped"
     ABANDONED = "abandoned", "Abandoned (worker lost)"
 

@@ -130,6 +130,38 @@ def next_after(rule: Rule, after: dt.datetime, *, runs_so_far: int = 0) -> dt.da
     return next(occurrences(rule, after, runs_so_far=runs_so_far), None)
 
 
+def count_due(rule: Rule, after: dt.datetime, until: dt.datetime, *, cap: int = 1000) -> int:
+    """How many occurrences fall in (after, until], ignoring ``max_runs``; at most ``cap``."""
+    count = 0
+    for when in _unbounded(rule, after):
+        if when > until or (rule.ends_at is not None and when > rule.ends_at) or count >= cap:
+            break
+        count += 1
+    return count
+
+
+def successor(
+    rule: Rule,
+    *,
+    due_at: dt.datetime,
+    taken_at: dt.datetime,
+    now: dt.datetime,
+    run_all_missed: bool,
+    runs_so_far: int,
+) -> dt.datetime | None:
+    """The occurrence to plan after the one due at ``due_at`` (taken at ``taken_at``), now.
+
+    Occurrences that were already due when it was taken were *missed*: with
+    ``run_all_missed`` the first of them is next (each then runs in turn);
+    otherwise they, and any that fell due since it was taken (an overlap), are
+    passed over for the first occurrence after now.
+    """
+    following = next_after(rule, due_at, runs_so_far=runs_so_far)
+    if following is None or (run_all_missed and following <= taken_at):
+        return following
+    return next_after(rule, max(now, due_at), runs_so_far=runs_so_far)
+
+
 def describe(rule: Rule) -> str:
     """The rule in words, e.g. "Every 5 minutes" or "At 09:00 on Monday (Europe/Paris)"."""
     if rule.kind == RATE:

@@ -42,7 +42,8 @@ class Errors:
             )
 
 
-def _seconds(seconds: float) -> str:
+def seconds_text(seconds: float) -> str:
+    """A duration for messages: '90 s', or '7 days' when it is whole days."""
     if seconds % 86400 == 0 and seconds >= 86400:
         return f"{int(seconds // 86400)} days"
     return f"{int(seconds)} s"
@@ -72,12 +73,12 @@ def check_due(errors: Errors, field: str, value: Any, *, now: dt.datetime) -> dt
     if due < now - dt.timedelta(seconds=grace):
         errors.add(
             field,
-            f"is in the past by more than the {_seconds(grace)} grace "
+            f"is in the past by more than the {seconds_text(grace)} grace "
             f"(SCHEDULES_PAST_GRACE); it is now {now.isoformat(timespec='seconds')}",
         )
     ahead = settings.SCHEDULES_MAX_AHEAD
     if due > now + dt.timedelta(seconds=ahead):
-        errors.add(field, f"is more than {_seconds(ahead)} ahead (SCHEDULES_MAX_AHEAD)")
+        errors.add(field, f"is more than {seconds_text(ahead)} ahead (SCHEDULES_MAX_AHEAD)")
     return due
 
 

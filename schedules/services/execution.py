@@ -27,7 +27,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from pydantic import ValidationError as PydanticValidationError
 
-from workers.actions import ActionContext, ActionError, TransientError, get_action
+from workers.actions import ActionContext, ActionError, NotDone, TransientError, get_action
 from workers.actions.base import UnknownAction
 
 from ..models import (
@@ -40,6 +40,7 @@ from ..models import (
     Step,
     StepState,
 )
+from . import plans
 from .sync import steps_sync_on_commit
 
 logger = logging.getLogger(__name__)
@@ -49,7 +50,7 @@ JOB_TABLE = Job._meta.db_table
 RUN_TABLE = Run._meta.db_table
 STEP_COLUMNS = (
     "id, job_id, classroom_id, action, due_at, version, state, lease_until, attempts, "
-    "max_attempts, engine"
+    "max_attempts, engine, sequence, poll_number, recurring"
 )
 RUN_COLUMNS = (
     "step_id, job_id, classroom_id, action, engine, version, attempt, status, due_at, "
@@ -72,6 +73,9 @@ class StepRow:
     attempts: int
     max_attempts: int
     engine: str
+    sequence: int = 0
+    poll_number: int = 0
+    recurring: bool = False
 
 
 @dataclass
@@ -135,6 +139,9 @@ def _read_step(step_id: int) -> StepRow | None:
         attempts=row[8],
         max_attempts=row[9],
         engine=row[10],
+        sequence=row[11],
+        poll_number=row[12],
+        recurring=bool(row[13]),
     )
 
 
@@ -231,16 +238,29 @@ def _claim(
     if takeover:
         sql += " AND lease_until = %s"
         params.append(_to_db(Step, "lease_until", step.lease_until))
-    note = ""
+    notes: list[str] = []
     uncertain = takeover and _has_side_effects(step.action)
+    status = RunStatus.RUNNING
     with transaction.atomic():
         with connection.cursor() as cursor:
             cursor.execute(sql, params)
             if cursor.rowcount != 1:
                 return None
         if takeover:
-            note = _abandon_lost_attempts(step, now)
-        if step.job_id:
+            notes.append(_abandon_lost_attempts(step, now))
+        if step.job_id and step.recurring and step.poll_number == 0:
+            taken = plans.occurrence_taken(
+                step_id=step.pk,
+                job_id=step.job_id,
+                sequence=step.sequence,
+                due_at=step.due_at,
+                attempt=step.attempts + 1,
+                now=now,
+            )
+            notes.append(taken.note)
+            if taken.skip:
+                status = RunStatus.SKIPPED
+        elif step.job_id:
             _set_job_status(step.job_id, PlanStatus.RUNNING.value)
         run = Run(
             step_id=step.pk,
@@ -250,14 +270,17 @@ def _claim(
             engine=step.engine,
             version=version,
             attempt=step.attempts + 1,
-            status=RunStatus.RUNNING,
+            status=status,
             due_at=step.due_at,
             started_at=now,
             worker=worker,
             uncertain=uncertain,
-            note=note,
+            note="; ".join(n for n in notes if n)[:300],
         )
         run.pk = _insert_run(run)
+        if status == RunStatus.SKIPPED:
+            run.finished_at = now
+            _save_run(run)
     return run, lease_until
 
 
@@ -328,6 +351,8 @@ def _run_action(step: StepRow, run: Run) -> tuple[Outcome, dt.datetime]:
     started = timezone.now()
     try:
         result = action.func(ctx, payload)
+        if isinstance(result, NotDone):
+            return Outcome(RunStatus.NOT_DONE, result=result.result), started
     except TransientError as exc:
         return Outcome(RunStatus.RETRYING, error=f"{type(exc).__name__}: {exc}"), started
     except ActionError as exc:
@@ -337,6 +362,19 @@ def _run_action(step: StepRow, run: Run) -> tuple[Outcome, dt.datetime]:
         tb = traceback.format_exc(limit=5)
         return Outcome(RunStatus.RETRYING, error=f"{type(exc).__name__}: {exc}\n{tb}"), started
     return Outcome(RunStatus.SUCCEEDED, result=result), started
+
+
+def _check_again_at(step: StepRow, now: dt.datetime) -> tuple[dt.datetime | None, str]:
+    """After a "not done" check: when the job checks again, or (None, why it stops)."""
+    if step.job_id is None:
+        return None, "the action is not done, and only a job can check again"
+    return plans.poll_next_due(
+        job_id=step.job_id,
+        sequence=step.sequence,
+        poll_number=step.poll_number,
+        due_at=step.due_at,
+        now=now,
+    )
 
 
 def _refresh_owner(step: StepRow, step_state: str) -> None:
@@ -409,8 +447,15 @@ def _finish(
         if outcome.status == RunStatus.RETRYING and run.attempt >= step.max_attempts:
             outcome.status = RunStatus.FAILED
             outcome.note = f"gave up after {run.attempt} attempts"
-        retry_at = None
-        if outcome.status == RunStatus.SUCCEEDED:
+        retry_at = check_again_at = None
+        if outcome.status == RunStatus.NOT_DONE:
+            check_again_at, why = _check_again_at(step, now)
+            if check_again_at is None:
+                outcome.status, outcome.error = RunStatus.FAILED, why
+            else:
+                outcome.note = f"not done; checks again at {check_again_at:%H:%M:%S} UTC"
+        if outcome.status in (RunStatus.SUCCEEDED, RunStatus.NOT_DONE):
+            # A "not done" check ran well: the step is over, its job checks again.
             new_state = StepState.SUCCEEDED
         elif outcome.status == RunStatus.RETRYING:
             new_state = StepState.SCHEDULED
@@ -437,6 +482,18 @@ def _finish(
             outcome.note = f"{outcome.note}; {why}".lstrip("; ")
             if outcome.status == RunStatus.RETRYING:
                 outcome.status = RunStatus.FAILED
+        elif step.job_id and (step.recurring or check_again_at is not None):
+            plans.step_settled(
+                job_id=step.job_id,
+                sequence=step.sequence,
+                poll_number=step.poll_number,
+                due_at=step.due_at if retry_at is None else retry_at,
+                recurring=step.recurring,
+                state=new_state,
+                taken_at=run.started_at,
+                first_attempt=run.attempt == 1,
+                check_again_at=check_again_at,
+            )
         else:
             _refresh_owner(step, new_state)
         run.status = outcome.status
@@ -493,6 +550,9 @@ def step_execute(*, step_id: int, version: int, worker: str = "") -> Run | None:
         reason = _skip_reason(current, version, timezone.now())
         return _record_skip(current, version, reason or "another delivery claimed it first", worker)
     run, lease_until = claim
+    if run.status == RunStatus.SKIPPED:  # a missed occurrence its job skips
+        logger.info("step %s v%s on %s: %s", step.pk, version, step.engine, run.note)
+        return run
     step.attempts = run.attempt
     outcome, started = _run_action(step, run)
     return _finish(step, run, outcome, started, lease_until)

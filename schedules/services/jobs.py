@@ -1,9 +1,11 @@
-"""Writes on one-off jobs: schedule, reschedule, cancel, run now."""
+"""Writes on jobs: schedule (once, or by a rate or cron rule), update, reschedule, cancel,
+run now."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 from django.conf import settings
 from django.contrib.auth.models import User
@@ -12,8 +14,22 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
+from workers.actions import REGISTRY
+
+from .. import recurrence
 from ..engines import engine_name_for_precision
-from ..models import Job, PlanStatus, Precision, Step, StepState
+from ..models import (
+    PENDING_STATES,
+    Job,
+    MissedPolicy,
+    OverlapPolicy,
+    PlanStatus,
+    Precision,
+    RateUnit,
+    ScheduleType,
+    Step,
+    StepState,
+)
 from ..validation import (
     Errors,
     check_action_payload,
@@ -21,10 +37,245 @@ from ..validation import (
     check_max_attempts,
     check_precision,
     check_time_zone,
+    seconds_text,
 )
+from .plans import job_pending_step, job_plan_step, last_sequence
 from .sync import steps_sync_on_commit
 
 NAME_MAX = 200
+#: The rule's fields: changing one re-plans a recurring job's next occurrence.
+RULE_FIELDS = (
+    "schedule_type",
+    "rate_every",
+    "rate_unit",
+    "cron",
+    "starts_at",
+    "ends_at",
+    "max_runs",
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Schedule:
+    """When a job runs, and what it does when behind, overlapping or not done yet.
+
+    ``once`` runs at the job's ``due_at``; ``rate`` and ``cron`` follow a rule
+    (``schedules.recurrence``) from ``starts_at`` (default: now) to ``ends_at``
+    or ``max_runs``. The poll fields apply to actions that poll (``http_check``).
+    """
+
+    schedule_type: str = ScheduleType.ONCE
+    rate_every: int | None = None
+    rate_unit: str = ""
+    cron: str = ""
+    starts_at: dt.datetime | None = None
+    ends_at: dt.datetime | None = None
+    max_runs: int | None = None
+    missed_policy: str = MissedPolicy.RUN_ONCE
+    overlap_policy: str = OverlapPolicy.SKIP
+    poll_interval: int | None = None
+    poll_max_checks: int | None = None
+    poll_timeout: int | None = None
+
+    @classmethod
+    def of(cls, job: Job) -> Schedule:
+        return cls(**{f.name: getattr(job, f.name) for f in dataclasses.fields(cls)})
+
+    def fields(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+SCHEDULE_FIELDS = tuple(f.name for f in dataclasses.fields(Schedule))
+
+
+class ScheduleFields(TypedDict, total=False):
+    """``Schedule``'s fields as keyword arguments of ``job_schedule`` and ``job_update``."""
+
+    schedule_type: str
+    rate_every: int | None
+    rate_unit: str
+    cron: str
+    starts_at: dt.datetime | None
+    ends_at: dt.datetime | None
+    max_runs: int | None
+    missed_policy: str
+    overlap_policy: str
+    poll_interval: int | None
+    poll_max_checks: int | None
+    poll_timeout: int | None
+
+
+def _whole(errors: Errors, field: str, value: Any, *, minimum: int = 1, rule: str = "") -> None:
+    if value is None:
+        return
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        errors.add(field, f"must be a whole number of {minimum} or more{rule}")
+
+
+def _choice(errors: Errors, field: str, value: Any, choices: list[str]) -> None:
+    if value not in choices:
+        errors.add(field, f"must be one of {', '.join(choices)}, not {value!r}")
+
+
+def _check_poll(errors: Errors, action: str, schedule: Schedule) -> None:
+    """Poll limits where the action polls, none where it does not."""
+    given = {
+        name: getattr(schedule, name)
+        for name in ("poll_interval", "poll_max_checks", "poll_timeout")
+        if getattr(schedule, name) is not None
+    }
+    spec = REGISTRY.get(action)
+    if spec is None:
+        return  # the action's own error says it is unknown
+    if not spec.polls:
+        polling = sorted(name for name, a in REGISTRY.items() if a.polls)
+        for name in given:
+            errors.add(
+                name,
+                f"{action} never reports 'not done', so it does not poll: leave this empty "
+                f"(actions that poll: {', '.join(polling) or 'none'})",
+            )
+        return
+    minimum = float(settings.SCHEDULES_MIN_POLL_INTERVAL)
+    if schedule.poll_interval is None:
+        errors.add("poll_interval", f"{action} polls: give the seconds between checks")
+    elif not isinstance(schedule.poll_interval, int) or isinstance(schedule.poll_interval, bool):
+        errors.add("poll_interval", "must be a whole number of seconds")
+    elif schedule.poll_interval < minimum:
+        errors.add(
+            "poll_interval",
+            f"{schedule.poll_interval} s is faster than the minimum of {minimum:g} s "
+            "(SCHEDULES_MIN_POLL_INTERVAL)",
+        )
+    _whole(errors, "poll_max_checks", schedule.poll_max_checks)
+    _whole(errors, "poll_timeout", schedule.poll_timeout, rule=" seconds")
+    if schedule.poll_max_checks is None and schedule.poll_timeout is None:
+        errors.add(
+            "poll_max_checks",
+            "a poll needs a limit: give poll_max_checks, poll_timeout or both, so a check that "
+            "never reports done does not run forever",
+        )
+
+
+def _check_rule(
+    errors: Errors, schedule: Schedule, *, time_zone: str, run_count: int, now: dt.datetime
+) -> dt.datetime | None:
+    """A recurring schedule's rule is valid and has an occurrence after now; its first."""
+    kind = schedule.schedule_type
+    other = {
+        ScheduleType.RATE: ("cron",),
+        ScheduleType.CRON: ("rate_every", "rate_unit"),
+    }[ScheduleType(kind)]
+    for name in other:
+        if getattr(schedule, name) not in (None, ""):
+            errors.add(name, f"applies to a {name.split('_')[0]} rule, not to a {kind} rule")
+    if kind == ScheduleType.RATE:
+        if schedule.rate_every is None:
+            errors.add("rate_every", "a rate rule needs it: run every how many rate units?")
+        if not schedule.rate_unit:
+            errors.add("rate_unit", f"a rate rule needs it: one of {', '.join(RateUnit.values)}")
+    elif not schedule.cron.strip():
+        errors.add("cron", "a cron rule needs a 5-field expression, e.g. '0 9 * * 1-5'")
+    _whole(errors, "rate_every", schedule.rate_every)
+    _whole(errors, "max_runs", schedule.max_runs, rule=" (leave it empty for no limit)")
+    if any(name in errors for name in RULE_FIELDS):
+        return None
+    rule = recurrence.Rule(
+        kind=kind,
+        starts_at=schedule.starts_at or now,
+        every=schedule.rate_every or 0,
+        unit=schedule.rate_unit,
+        cron=schedule.cron,
+        time_zone=time_zone,
+        ends_at=schedule.ends_at,
+        max_runs=schedule.max_runs,
+    )
+    try:
+        recurrence.validate(rule)
+    except ValidationError as exc:
+        for field, messages in exc.message_dict.items():
+            if field not in errors:  # e.g. time_zone, already checked for every job
+                for message in messages:
+                    errors.add(field, message)
+        return None
+    if errors.by_field:
+        return None
+    after = max(rule.starts_at, now) - dt.timedelta(microseconds=1)
+    first = recurrence.next_after(rule, after, runs_so_far=run_count)
+    if first is None:
+        unbounded = recurrence.next_after(dataclasses.replace(rule, max_runs=None), after)
+        if unbounded is not None and rule.max_runs is not None:
+            errors.add(
+                "max_runs",
+                f"the job has run {run_count} time(s) already: raise max_runs for more",
+            )
+        else:
+            errors.add("ends_at", "the rule has no occurrence after now")
+        return None
+    ahead = settings.SCHEDULES_MAX_AHEAD
+    if first > now + dt.timedelta(seconds=ahead):
+        errors.add(
+            "starts_at",
+            f"the first occurrence, {first.isoformat(timespec='seconds')}, is more than "
+            f"{seconds_text(ahead)} ahead (SCHEDULES_MAX_AHEAD)",
+        )
+    return first
+
+
+def _check_options(errors: Errors, action: str, schedule: Schedule) -> None:
+    """The policies and poll limits, which apply whatever the rule."""
+    _choice(errors, "missed_policy", schedule.missed_policy, MissedPolicy.values)
+    _choice(errors, "overlap_policy", schedule.overlap_policy, OverlapPolicy.values)
+    _check_poll(errors, action, schedule)
+
+
+def _check_timing(
+    errors: Errors,
+    schedule: Schedule,
+    *,
+    due_at: Any,
+    time_zone: str,
+    run_count: int,
+    now: dt.datetime,
+) -> dt.datetime | None:
+    """A due time for a one-off job, a rule for a recurring one; the first due time (UTC)."""
+    _choice(errors, "schedule_type", schedule.schedule_type, ScheduleType.values)
+    if schedule.schedule_type == ScheduleType.ONCE:
+        for name in RULE_FIELDS[1:]:
+            if getattr(schedule, name) not in (None, ""):
+                errors.add(name, "applies to a recurring job only (schedule_type rate or cron)")
+        if due_at is None:
+            errors.add("due_at", "a one-off job needs it: when should it run?")
+            return None
+        return check_due(errors, "due_at", due_at, now=now)
+    if schedule.schedule_type not in ScheduleType.values:
+        return None
+    if due_at is not None:
+        errors.add(
+            "due_at",
+            "a recurring job's times come from its rule: leave due_at empty "
+            "(starts_at sets when the rule begins)",
+        )
+    return _check_rule(errors, schedule, time_zone=time_zone, run_count=run_count, now=now)
+
+
+def _check_fields(
+    errors: Errors,
+    *,
+    action: str,
+    payload: Any,
+    precision: str,
+    max_attempts: Any,
+    time_zone: str,
+    name: str,
+) -> dict[str, Any]:
+    """Every job's own fields; returns the payload normalized by the action's schema."""
+    if len(name) > NAME_MAX:
+        errors.add("name", f"is {len(name)} characters; the limit is {NAME_MAX}")
+    check_precision(errors, "precision", precision)
+    check_max_attempts(errors, "max_attempts", max_attempts)
+    check_time_zone(errors, "time_zone", time_zone)
+    return check_action_payload(errors, action, payload)
 
 
 def job_validate(
@@ -36,21 +287,30 @@ def job_validate(
     max_attempts: Any,
     time_zone: str,
     name: str,
+    schedule: Schedule | None = None,
+    run_count: int = 0,
     now: dt.datetime | None = None,
 ) -> tuple[dict[str, Any], dt.datetime]:
-    """Check a job's fields; return the normalized payload and the due time in UTC.
+    """Check a job's fields; return the normalized payload and its first due time in UTC.
 
     Raises ``ValidationError`` with one message per offending field.
     """
     now = now or timezone.now()
     errors = Errors()
-    if len(name) > NAME_MAX:
-        errors.add("name", f"is {len(name)} characters; the limit is {NAME_MAX}")
-    due = check_due(errors, "due_at", due_at, now=now)
-    check_precision(errors, "precision", precision)
-    check_max_attempts(errors, "max_attempts", max_attempts)
-    check_time_zone(errors, "time_zone", time_zone)
-    normalized = check_action_payload(errors, action, payload)
+    normalized = _check_fields(
+        errors,
+        action=action,
+        payload=payload,
+        precision=precision,
+        max_attempts=max_attempts,
+        time_zone=time_zone,
+        name=name,
+    )
+    schedule = schedule or Schedule()
+    _check_options(errors, action, schedule)
+    due = _check_timing(
+        errors, schedule, due_at=due_at, time_zone=time_zone, run_count=run_count, now=now
+    )
     errors.raise_if_any()
     assert due is not None
     return normalized, due
@@ -60,17 +320,22 @@ def job_validate(
 def job_schedule(
     *,
     action: str,
-    due_at: dt.datetime,
+    due_at: dt.datetime | None = None,
     payload: dict[str, Any] | None = None,
     precision: str = Precision.PRECISE,
     max_attempts: int | None = None,
     name: str = "",
     time_zone: str = "UTC",
     owner: User | None = None,
+    **schedule_fields: Unpack[ScheduleFields],
 ) -> Job:
-    """Schedule ``action`` with ``payload`` at ``due_at`` (timezone-aware)."""
+    """Schedule ``action`` with ``payload``: once at ``due_at`` (timezone-aware), or by a
+    rate or cron rule (``schedule_type`` and the other ``Schedule`` fields). Only the
+    first step is created; a recurring job plans each next occurrence as it goes."""
     if max_attempts is None:
         max_attempts = settings.SCHEDULES_DEFAULT_MAX_ATTEMPTS
+    now = timezone.now()
+    schedule = Schedule(**schedule_fields)
     normalized, due = job_validate(
         action=action,
         payload=payload or {},
@@ -79,7 +344,13 @@ def job_schedule(
         max_attempts=max_attempts,
         time_zone=time_zone,
         name=name,
+        schedule=schedule,
+        now=now,
     )
+    fields = schedule.fields()
+    if schedule.schedule_type != ScheduleType.ONCE:
+        fields["starts_at"] = (schedule.starts_at or now).astimezone(dt.UTC)
+        fields["ends_at"] = schedule.ends_at.astimezone(dt.UTC) if schedule.ends_at else None
     job = Job.objects.create(
         name=name,
         action=action,
@@ -89,16 +360,10 @@ def job_schedule(
         precision=precision,
         max_attempts=max_attempts,
         owner=owner,
+        **fields,
     )
     # post_save on Step queues the engine sync for after the commit.
-    Step.objects.create(
-        job=job,
-        action=action,
-        due_at=due,
-        precision=precision,
-        engine=engine_name_for_precision(precision),
-        max_attempts=max_attempts,
-    )
+    job_plan_step(job, due, sequence=0)
     return job
 
 
@@ -131,14 +396,6 @@ def email_schedule(
     return job_schedule(action="send_email", payload=payload, due_at=due_at, **job_options)
 
 
-def _pending_step(job: Job) -> Step | None:
-    return (
-        Step.objects.select_for_update()
-        .filter(job=job, state__in=[StepState.SCHEDULED, StepState.QUEUED])
-        .first()
-    )
-
-
 def _refence(step: Step, **changes: Any) -> None:
     """Bump the step's version (the fence) and save: the old timer and message go stale."""
     step.version = F("version") + 1
@@ -146,6 +403,22 @@ def _refence(step: Step, **changes: Any) -> None:
         setattr(step, field, value)
     step.save()
     step.refresh_from_db()
+
+
+def _replan(job: Job, first: dt.datetime) -> None:
+    """A recurring job's rule changed: its planned next occurrence moves to ``first``.
+
+    An occurrence still going (a run, a retry, a next check) finishes under the old
+    plan; with overlap ``skip`` and nothing planned, it plans the next one from the
+    new rule when it is over.
+    """
+    planned = job_pending_step(job)
+    if planned is not None and planned.poll_number == 0:
+        _refence(planned, state=StepState.CANCELLED)
+    elif job.status == PlanStatus.RUNNING or planned is not None:
+        return
+    job.due_at = first
+    job_plan_step(job, first, sequence=last_sequence(job.pk) + 1)
 
 
 @transaction.atomic
@@ -156,43 +429,77 @@ def job_update(
     name: str | None = None,
     max_attempts: int | None = None,
     precision: str | None = None,
+    **schedule_fields: Unpack[ScheduleFields],
 ) -> Job:
-    """Edit a pending job's payload, name, attempts or precision.
+    """Edit a job that has not ended: payload, name, attempts, precision, and for a
+    recurring job its rule and policies; poll limits where the action polls.
 
     The next run reads the new values. A new precision moves the pending step
     to the engine configured for it: the old timer is disarmed and a new one
-    armed under a new version, so at most one of them can run the step.
+    armed under a new version, so at most one of them can run the step. A new
+    rule re-plans the next occurrence (the first one after now).
     """
     job = Job.objects.select_for_update().get(pk=job.pk)
     errors = Errors()
-    if job.status not in (PlanStatus.SCHEDULED,):
-        errors.add("status", f"the job is {job.status}; only a scheduled job can be edited")
+    recurring = job.schedule_type != ScheduleType.ONCE
+    editable = (PlanStatus.SCHEDULED, PlanStatus.RUNNING) if recurring else (PlanStatus.SCHEDULED,)
+    if job.status not in editable:
+        errors.add(
+            "status",
+            f"the job is {job.status}; only a "
+            f"{'scheduled or running recurring' if recurring else 'scheduled'} job can be edited",
+        )
+    new_type = schedule_fields.get("schedule_type", job.schedule_type)
+    if (new_type == ScheduleType.ONCE) != (not recurring):
+        errors.add(
+            "schedule_type",
+            "a job cannot change between one-off and recurring: cancel it and schedule another",
+        )
     errors.raise_if_any()
-    new_payload = job.payload if payload is None else payload
-    normalized, _ = job_validate(
+    schedule = dataclasses.replace(Schedule.of(job), **schedule_fields)
+    rule_changed = recurring and any(
+        name in schedule_fields and schedule_fields[name] != getattr(job, name)  # type: ignore[literal-required]
+        for name in RULE_FIELDS
+    )
+    now = timezone.now()
+    normalized = _check_fields(
+        errors,
         action=job.action,
-        payload=new_payload,
-        due_at=job.due_at,
+        payload=job.payload if payload is None else payload,
         precision=job.precision if precision is None else precision,
         max_attempts=job.max_attempts if max_attempts is None else max_attempts,
         time_zone=job.time_zone,
         name=job.name if name is None else name,
-        now=min(timezone.now(), job.due_at),
     )
+    _check_options(errors, job.action, schedule)
+    first = None
+    if rule_changed:
+        if schedule.starts_at is None:
+            schedule = dataclasses.replace(schedule, starts_at=job.starts_at)
+        first = _check_rule(
+            errors, schedule, time_zone=job.time_zone, run_count=job.run_count, now=now
+        )
+    errors.raise_if_any()
     if precision is not None and precision != job.precision:
         job.precision = precision
-        step = _pending_step(job)
+        step = job_pending_step(job)
         if step is not None:
             engine = engine_name_for_precision(precision)
             _refence(
                 step, precision=precision, engine=engine, state=StepState.SCHEDULED, queued_at=None
             )
+    for field, value in schedule.fields().items():
+        if isinstance(value, dt.datetime):
+            value = value.astimezone(dt.UTC)
+        setattr(job, field, value)
     job.payload = normalized
     if name is not None:
         job.name = name
     if max_attempts is not None:
         job.max_attempts = max_attempts
-        Step.objects.filter(job=job).update(max_attempts=max_attempts)
+        Step.objects.filter(job=job, state__in=PENDING_STATES).update(max_attempts=max_attempts)
+    if first is not None:
+        _replan(job, first)
     job.save()
     return job
 
@@ -202,8 +509,15 @@ def job_reschedule(*, job: Job, due_at: dt.datetime) -> Job:
     """Move a pending job to ``due_at``. The old timer is disarmed and its message skipped."""
     job = Job.objects.select_for_update().get(pk=job.pk)
     errors = Errors()
+    if job.schedule_type != ScheduleType.ONCE:
+        errors.add(
+            "due_at",
+            "a recurring job's times come from its rule: change the rule (e.g. starts_at, "
+            "rate_every or cron) instead, or run it now",
+        )
+        errors.raise_if_any()
     due = check_due(errors, "due_at", due_at, now=timezone.now())
-    step = _pending_step(job)
+    step = job_pending_step(job)
     if step is None:
         errors.add("due_at", f"the job is {job.status}; only a scheduled job can be rescheduled")
     errors.raise_if_any()
@@ -237,9 +551,14 @@ def job_run_now(*, job: Job) -> Job:
     """Run a scheduled job now, or run a failed job again (with fresh attempts)."""
     job = Job.objects.select_for_update().get(pk=job.pk)
     now = timezone.now()
-    step = _pending_step(job)
+    step = job_pending_step(job)
     if step is None and job.status == PlanStatus.FAILED:
-        step = Step.objects.select_for_update().filter(job=job).order_by("-pk").first()
+        step = (
+            Step.objects.select_for_update()
+            .filter(job=job)
+            .order_by("-sequence", "-poll_number")
+            .first()
+        )
         if step is not None:
             step.attempts = 0
     if step is None:

@@ -1,0 +1,257 @@
+"""What a job does after one of its steps: plan its next occurrence, or check again.
+
+A recurring job has one pending occurrence at a time, so a job every minute holds
+one timer, not one per minute. Its next occurrence is planned when the current
+one is taken (overlap policy ``allow``: the next can start while this one runs)
+or when the current one is over, its checks and retries included (``skip``: an
+occurrence that falls due meanwhile is passed over).
+
+An occurrence is *missed* when a later one is already due by the time it is
+taken: the scheduler was down, or the job is far behind. The job's missed
+policy decides: ``run_once`` runs it once for all of them, ``run_all`` runs each
+in turn, ``skip`` runs none and goes on with the first occurrence after now. A
+run that is merely late (the next occurrence is not due yet) is not missed.
+
+A polling job's action may report "not done yet" (``NotDone``): the job checks
+again after ``poll_interval`` until the action reports done, it has made
+``poll_max_checks`` checks, or ``poll_timeout`` seconds have passed since the
+first check's due time (a last check runs at that deadline).
+
+These functions run inside the worker's transactions (``execution``), so a
+step's outcome and the step it plans commit together or not at all, and the
+new step is armed only after that commit.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from django.db.models import Max
+from django.utils import timezone
+
+from .. import recurrence
+from ..engines import engine_name_for_precision
+from ..models import (
+    FINAL_STATES,
+    PENDING_STATES,
+    Job,
+    MissedPolicy,
+    OverlapPolicy,
+    PlanStatus,
+    Run,
+    RunStatus,
+    ScheduleType,
+    Step,
+    StepState,
+)
+
+#: Missed occurrences counted one by one, at most (notes say "at least" beyond).
+MISSED_COUNT_CAP = 1000
+
+
+def rule_for(job: Job) -> recurrence.Rule | None:
+    """The job's recurrence rule, or None for a one-off job."""
+    if job.schedule_type == ScheduleType.ONCE:
+        return None
+    assert job.starts_at is not None
+    return recurrence.Rule(
+        kind=job.schedule_type,
+        starts_at=job.starts_at,
+        every=job.rate_every or 0,
+        unit=job.rate_unit,
+        cron=job.cron,
+        time_zone=job.time_zone,
+        ends_at=job.ends_at,
+        max_runs=job.max_runs,
+    )
+
+
+def job_plan_step(job: Job, due_at: dt.datetime, *, sequence: int, poll_number: int = 0) -> Step:
+    """A new pending step of ``job`` (its post_save arms it after the commit)."""
+    return Step.objects.create(
+        job=job,
+        action=job.action,
+        sequence=sequence,
+        poll_number=poll_number,
+        due_at=due_at,
+        precision=job.precision,
+        engine=engine_name_for_precision(job.precision),
+        max_attempts=job.max_attempts,
+        recurring=job.schedule_type != ScheduleType.ONCE,
+    )
+
+
+def last_sequence(job_id: int) -> int:
+    """The highest occurrence number of the job's steps (one seek on the unique index)."""
+    value = Step.objects.filter(job_id=job_id).aggregate(last=Max("sequence"))["last"]
+    return int(value or 0)
+
+
+def job_pending_step(job: Job) -> Step | None:
+    """The job's pending step, locked: its latest step if that one has not run yet."""
+    return (
+        Step.objects.select_for_update()
+        .filter(job=job, state__in=PENDING_STATES)
+        .order_by("-sequence", "-poll_number")
+        .first()
+    )
+
+
+def _missed_note(count: int) -> str:
+    more = "at least " if count >= MISSED_COUNT_CAP else ""
+    return f"{more}{count} later occurrence{'s' if count != 1 else ''} already due when taken"
+
+
+def _occurrence_start(job_id: int, sequence: int) -> tuple[dt.datetime, dt.datetime]:
+    """An occurrence's due time and when it was first taken: its first check's first run."""
+    first = Step.objects.filter(job_id=job_id, sequence=sequence, poll_number=0).only("due_at")
+    step = first.get()
+    taken: dt.datetime | None = (
+        Run.objects.filter(step=step)
+        .exclude(status=RunStatus.SKIPPED)
+        .order_by("started_at")
+        .values_list("started_at", flat=True)
+        .first()
+    )
+    return step.due_at, taken or step.due_at
+
+
+def _plan_successor(job: Job, *, sequence: int, due_at: dt.datetime, taken_at: dt.datetime) -> None:
+    """Plan the occurrence after ``sequence``, unless a later one is planned already."""
+    last = last_sequence(job.pk)
+    if last > sequence:
+        return
+    rule = rule_for(job)
+    assert rule is not None
+    nxt = recurrence.successor(
+        rule,
+        due_at=due_at,
+        taken_at=taken_at,
+        now=max(taken_at, timezone.now()),
+        run_all_missed=job.missed_policy == MissedPolicy.RUN_ALL,
+        runs_so_far=job.run_count,
+    )
+    if nxt is not None:
+        job.due_at = nxt
+        job_plan_step(job, nxt, sequence=last + 1)
+
+
+def _save_status(job: Job, *, since_sequence: int, outcome: str) -> None:
+    """Running while one of its steps runs, scheduled while one is pending, else over:
+    failed if this last step failed, otherwise succeeded (a recurring job whose rule
+    ended). Only this and later occurrences are looked at (an index range). A
+    cancelled job stays cancelled."""
+    if job.status != PlanStatus.CANCELLED:
+        states = set(
+            Step.objects.filter(job=job, sequence__gte=since_sequence)
+            .exclude(state__in=FINAL_STATES)
+            .values_list("state", flat=True)
+        )
+        if StepState.RUNNING in states:
+            job.status = PlanStatus.RUNNING
+        elif states:
+            job.status = PlanStatus.SCHEDULED
+        elif outcome == StepState.FAILED:
+            job.status = PlanStatus.FAILED
+        else:
+            job.status = PlanStatus.SUCCEEDED
+    job.save(update_fields=["status", "due_at", "run_count", "updated_at"])
+
+
+@dataclass(frozen=True)
+class Taken:
+    """What the job says of an occurrence the worker has just claimed."""
+
+    skip: bool = False
+    note: str = ""
+
+
+def occurrence_taken(
+    *,
+    step_id: int,
+    job_id: int,
+    sequence: int,
+    due_at: dt.datetime,
+    attempt: int,
+    now: dt.datetime,
+) -> Taken:
+    """An occurrence was claimed (attempt ``attempt``): apply the missed policy, count
+    the run, and with overlap ``allow`` plan the next occurrence now. A skipped
+    occurrence's step is cancelled here."""
+    job = Job.objects.select_for_update().get(pk=job_id)
+    if attempt > 1:  # a retry or a takeover of an occurrence already counted
+        _save_status(job, since_sequence=sequence, outcome=StepState.RUNNING)
+        return Taken()
+    rule = rule_for(job)
+    assert rule is not None
+    behind = recurrence.count_due(rule, due_at, now, cap=MISSED_COUNT_CAP)
+    if behind and job.missed_policy == MissedPolicy.SKIP:
+        Step.objects.filter(pk=step_id).update(state=StepState.CANCELLED, lease_until=None)
+        _plan_successor(job, sequence=sequence, due_at=due_at, taken_at=now)
+        _save_status(job, since_sequence=sequence, outcome=StepState.SUCCEEDED)
+        return Taken(skip=True, note=f"missed: {_missed_note(behind)}; skipped (missed runs: skip)")
+    note = ""
+    if behind:
+        policy = (
+            "ran once for all of them (missed runs: run once)"
+            if job.missed_policy == MissedPolicy.RUN_ONCE
+            else "each runs in turn (missed runs: run all)"
+        )
+        note = f"behind: {_missed_note(behind)}; {policy}"
+    job.run_count += 1
+    if job.overlap_policy == OverlapPolicy.ALLOW:
+        _plan_successor(job, sequence=sequence, due_at=due_at, taken_at=now)
+    _save_status(job, since_sequence=sequence, outcome=StepState.RUNNING)
+    return Taken(note=note)
+
+
+def poll_next_due(
+    *, job_id: int, sequence: int, poll_number: int, due_at: dt.datetime, now: dt.datetime
+) -> tuple[dt.datetime | None, str]:
+    """When to check again after a "not done" check, or (None, why not)."""
+    job = Job.objects.only("poll_interval", "poll_max_checks", "poll_timeout").get(pk=job_id)
+    if job.poll_interval is None:
+        return None, "the action is not done, and the job does not poll (no poll_interval)"
+    checks = poll_number + 1
+    if job.poll_max_checks is not None and checks >= job.poll_max_checks:
+        return None, f"not done after {checks} check{'s' if checks != 1 else ''} (poll_max_checks)"
+    nxt = now + dt.timedelta(seconds=job.poll_interval)
+    if job.poll_timeout is not None:
+        first = _occurrence_start(job_id, sequence)[0] if poll_number else due_at
+        deadline = first + dt.timedelta(seconds=job.poll_timeout)
+        if now >= deadline:
+            return None, f"not done by the deadline, {job.poll_timeout} s after the first check"
+        nxt = min(nxt, deadline)
+    return nxt, ""
+
+
+def step_settled(
+    *,
+    job_id: int,
+    sequence: int,
+    poll_number: int,
+    due_at: dt.datetime,
+    recurring: bool,
+    state: str,
+    taken_at: dt.datetime,
+    first_attempt: bool,
+    check_again_at: dt.datetime | None,
+) -> None:
+    """A step of a recurring or polling job settled in ``state`` (``scheduled``: it
+    retries at ``due_at``): plan what follows (the next check, or with overlap
+    ``skip`` the next occurrence once this one is over) and save the job's status.
+    ``check_again_at`` is set when the action was not done yet; ``taken_at`` is when
+    this attempt was claimed (the occurrence's own start is looked up when this is
+    not its first check's first attempt)."""
+    job = Job.objects.select_for_update().get(pk=job_id)
+    if check_again_at is not None:
+        job.due_at = check_again_at
+        job_plan_step(job, check_again_at, sequence=sequence, poll_number=poll_number + 1)
+    elif state == StepState.SCHEDULED:
+        job.due_at = due_at
+    elif recurring and job.overlap_policy == OverlapPolicy.SKIP:
+        if poll_number or not first_attempt:
+            due_at, taken_at = _occurrence_start(job_id, sequence)
+        _plan_successor(job, sequence=sequence, due_at=due_at, taken_at=taken_at)
+    _save_status(job, since_sequence=sequence, outcome=state)
