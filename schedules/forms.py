@@ -159,8 +159,10 @@ def ping_help() -> str:
 
 
 REPLAN_HELP = (
-    " Changing the start, the end or the interval re-plans the steps that have not run yet; "
-    "steps that ran keep their history."
+    " Changing the start, the end or the interval re-plans the steps that have not run yet "
+    "(a ping whose new time has passed is dropped, not sent late); steps that ran keep their "
+    "history. Once the recording has started, the start is fixed: only the end and the "
+    "interval can change."
 )
 
 
@@ -419,6 +421,10 @@ class ClassroomChangeForm(ServiceModelForm[Classroom]):
                 "The recording stops at this time; it must be after the start." + REPLAN_HELP
             ),
             "live_ping_interval": lambda: ping_help() + REPLAN_HELP,
+            "recording_service_ref": lambda: (
+                "The recording service's identifier for this class's stream; it cannot "
+                "change once the recording has started."
+            ),
         }
         for name, help_text in helps.items():
             if name in self.fields:

@@ -3,12 +3,15 @@
 A classroom expands to one step per timed action: ``start_recording`` at the
 start, ``live_ping`` every ``live_ping_interval`` seconds strictly between
 start and end (the first one interval after the start), ``stop_recording`` at
-the end.
+the end. Once the recording has started the class is live: its start and its
+recording reference are fixed, and a change re-plans only pings due after now
+and the stop; steps that ran keep their history.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Collection, Iterable
 from typing import Any, NamedTuple
 
 from django.conf import settings
@@ -19,11 +22,23 @@ from django.db.models import F
 from django.utils import timezone
 
 from ..engines import engine_name_for_precision
-from ..models import PENDING_STATES, Classroom, PlanStatus, Precision, Step, StepState
+from ..models import (
+    PENDING_STATES,
+    Classroom,
+    PlanStatus,
+    Precision,
+    Run,
+    RunStatus,
+    Step,
+    StepState,
+)
 from ..validation import Errors, check_aware, check_due, check_precision, check_time_zone
 from .sync import steps_sync_on_commit
 
 START, PING, STOP = "start_recording", "live_ping", "stop_recording"
+# A class is live once its start_recording step runs or has run: its start is then fixed.
+RECORDING_STARTED = (StepState.RUNNING, StepState.SUCCEEDED)
+CLOSED = (PlanStatus.CANCELLED, PlanStatus.SUCCEEDED, PlanStatus.FAILED)
 
 
 class PlannedStep(NamedTuple):
@@ -151,8 +166,11 @@ def classroom_create(
         time_zone=time_zone,
         owner=owner,
     )
+    now = timezone.now()
+    planned = classroom_timeline(s, e, live_ping_interval)
+    # A start within the grace is past: its pings due by now are not sent late, at once.
     steps = Step.objects.bulk_create(
-        [_new_step(classroom, p) for p in classroom_timeline(s, e, live_ping_interval)]
+        [_new_step(classroom, p) for p in planned if p.action != PING or p.due_at > now]
     )
     # bulk_create sends no post_save: sync explicitly.
     steps_sync_on_commit(step.pk for step in steps)
@@ -169,9 +187,13 @@ def classroom_update(
     recording_service_ref: str | None = None,
     live_ping_interval: int | None = None,
 ) -> Classroom:
-    """Change a classroom. Steps not yet run are re-planned; steps that ran keep their history."""
+    """Change a classroom. Steps not yet run are re-planned; steps that ran keep their history.
+
+    Once the recording has started its start and its recording reference are fixed; once
+    it is being stopped its timeline is. A refused change writes nothing.
+    """
     classroom = Classroom.objects.select_for_update().get(pk=classroom.pk)
-    if classroom.status in (PlanStatus.CANCELLED, PlanStatus.SUCCEEDED, PlanStatus.FAILED):
+    if classroom.status in CLOSED:
         raise ValidationError({"status": f"the classroom is {classroom.status}; it cannot change"})
     new: dict[str, Any] = {
         "title": classroom.title if title is None else title,
@@ -186,17 +208,21 @@ def classroom_update(
             classroom.live_ping_interval if live_ping_interval is None else live_ping_interval
         ),
     }
+    steps = list(Step.objects.select_for_update().filter(classroom=classroom))
+    _check_live_change(classroom, steps, new)
     s, e = classroom_validate(
         **new,
         precision=classroom.precision,
         time_zone=classroom.time_zone,
         start_is_past_ok=start is None or start == classroom.start,
     )
+    before = (classroom.start, classroom.end, classroom.live_ping_interval)
     for field, value in new.items():
         setattr(classroom, field, value)
     classroom.start, classroom.end = s, e
     classroom.save()
-    _replan(classroom)
+    if (s, e, classroom.live_ping_interval) != before:
+        _replan(classroom, steps, before=classroom_timeline(*before))
     return classroom
 
 
@@ -204,58 +230,157 @@ def classroom_update(
 def classroom_shift(*, classroom: Classroom, by: dt.timedelta) -> Classroom:
     """Move a classroom by ``by``: start and end, or only the end once it is live."""
     classroom = Classroom.objects.select_for_update().get(pk=classroom.pk)
-    if classroom.status == PlanStatus.RUNNING:
+    if _recording_started(classroom):
         return classroom_update(classroom=classroom, end=classroom.end + by)
     return classroom_update(classroom=classroom, start=classroom.start + by, end=classroom.end + by)
 
 
-def _replan(classroom: Classroom) -> None:
-    now = timezone.now()
-    existing = {
-        (step.action, step.sequence): step
-        for step in Step.objects.select_for_update().filter(classroom=classroom)
-    }
-    changed: list[int] = []
-    created: list[Step] = []
-    for planned in classroom_timeline(classroom.start, classroom.end, classroom.live_ping_interval):
-        step = existing.pop((planned.action, planned.sequence), None)
-        if step is None:
-            if planned.due_at > now or planned.action != PING:
-                created.append(_new_step(classroom, planned))
-        elif (step.state in PENDING_STATES and step.due_at != planned.due_at) or (
-            # dropped by an earlier update and wanted again
-            step.state == StepState.CANCELLED and planned.due_at > now
-        ):
-            changed.append(step.pk)
-            Step.objects.filter(pk=step.pk).update(
-                due_at=planned.due_at,
-                state=StepState.SCHEDULED,
-                queued_at=None,
-                version=F("version") + 1,
+def _recording_started(classroom: Classroom) -> bool:
+    """Whether the class is live: its start_recording step is running or has run."""
+    return Step.objects.filter(
+        classroom=classroom, action=START, state__in=RECORDING_STARTED
+    ).exists()
+
+
+def _started_at(steps: Iterable[Step], states: Collection[str]) -> dt.datetime | None:
+    """When the first of ``steps`` in one of ``states`` began to run (None: none is).
+
+    The time of its first attempt, or its due time if no attempt is recorded.
+    """
+    step = next((s for s in steps if s.state in states), None)
+    if step is None:
+        return None
+    first = (
+        Run.objects.filter(step=step)
+        .exclude(status=RunStatus.SKIPPED)
+        .order_by("started_at")
+        .values_list("started_at", flat=True)
+        .first()
+    )
+    return first or step.due_at
+
+
+def _when(moment: dt.datetime) -> str:
+    return moment.astimezone(dt.UTC).isoformat(timespec="seconds")
+
+
+def _check_live_change(classroom: Classroom, steps: list[Step], new: dict[str, Any]) -> None:
+    """Refuse what a class whose recording started (or is stopping) can no longer change."""
+    errors = Errors()
+    started = _started_at((s for s in steps if s.action == START), RECORDING_STARTED)
+    if started is not None:
+        if new["start"] != classroom.start:
+            errors.add(
+                "start",
+                f"the recording already started at {_when(started)}; "
+                "a live class can only move its end",
             )
+        if new["recording_service_ref"] != classroom.recording_service_ref:
+            errors.add(
+                "recording_service_ref",
+                f"the recording already started at {_when(started)} as "
+                f"{classroom.recording_service_ref!r}; it cannot change while the class is "
+                "live (the stop must reach the same recording)",
+            )
+    stopping = _started_at((s for s in steps if s.action == STOP), [StepState.RUNNING])
+    if stopping is not None:
+        for field in ("start", "end", "live_ping_interval"):
+            if new[field] != getattr(classroom, field) and field not in errors:
+                errors.add(
+                    field,
+                    f"the recording is being stopped (since {_when(stopping)}); "
+                    "the class's timeline can no longer change",
+                )
+    errors.raise_if_any()
+
+
+class _Plan(NamedTuple):
+    """What a re-plan writes: steps moved to a new time, steps cancelled, steps to create."""
+
+    moved: dict[int, dt.datetime]
+    cancelled: list[int]
+    created: list[Step]
+
+
+def _replan(classroom: Classroom, steps: list[Step], *, before: list[PlannedStep]) -> None:
+    """Re-plan the classroom's ``steps`` (locked) from the timeline ``before`` to its own.
+
+    A step not yet run moves (under a new version) only if its planned time changed, so a
+    step waiting for a retry keeps its retry time. A ping whose new time is not after now is
+    cancelled, never fired late. A future ping whose (action, sequence) is held by a ping
+    that already ran is planned beside it. Steps that ran or are running are not touched.
+    """
+    now = timezone.now()
+    was = {(p.action, p.sequence): p.due_at for p in before}
+    reusable, ran, extra = _steps_by_key(steps)
+    plan = _Plan({}, [s.pk for s in extra if s.state in PENDING_STATES], [])
+    for planned in classroom_timeline(classroom.start, classroom.end, classroom.live_ping_interval):
+        key = (planned.action, planned.sequence)
+        wanted = planned.action != PING or planned.due_at > now
+        step = reusable.pop(key, None)
+        if step is None:
+            if wanted and (key not in ran or planned.action == PING):
+                plan.created.append(_new_step(classroom, planned))
+        elif step.state == StepState.CANCELLED:
+            if planned.due_at > now:  # dropped by an earlier update and wanted again
+                plan.moved[step.pk] = planned.due_at
+        elif was.get(key) != planned.due_at:
+            if wanted:
+                plan.moved[step.pk] = planned.due_at
+            else:
+                plan.cancelled.append(step.pk)
     # Steps that the new timeline no longer has: cancel those not yet run.
-    dropped = [s.pk for s in existing.values() if s.state in PENDING_STATES]
-    Step.objects.filter(pk__in=dropped).update(state=StepState.CANCELLED, version=F("version") + 1)
-    created = Step.objects.bulk_create(created)
-    steps_sync_on_commit([*changed, *dropped, *(s.pk for s in created)])
+    plan.cancelled.extend(s.pk for s in reusable.values() if s.state in PENDING_STATES)
+    _plan_write(plan)
+
+
+def _steps_by_key(
+    steps: list[Step],
+) -> tuple[dict[tuple[str, int], Step], set[tuple[str, int]], list[Step]]:
+    """The steps a re-plan may change (pending or cancelled) by (action, sequence), the keys
+    of steps that ran or are running, and any second re-plannable step of a key."""
+    reusable: dict[tuple[str, int], Step] = {}
+    ran: set[tuple[str, int]] = set()
+    extra: list[Step] = []
+    for step in sorted(steps, key=lambda s: s.pk):
+        key = (step.action, step.sequence)
+        if step.state not in (*PENDING_STATES, StepState.CANCELLED):
+            ran.add(key)
+        elif key in reusable:
+            extra.append(step)
+        else:
+            reusable[key] = step
+    return reusable, ran, extra
+
+
+def _plan_write(plan: _Plan) -> None:
+    """Every move and cancel bumps the version, so a message already sent is skipped."""
+    for pk, due_at in plan.moved.items():
+        Step.objects.filter(pk=pk).update(
+            due_at=due_at, state=StepState.SCHEDULED, queued_at=None, version=F("version") + 1
+        )
+    Step.objects.filter(pk__in=plan.cancelled).update(
+        state=StepState.CANCELLED, version=F("version") + 1
+    )
+    created = Step.objects.bulk_create(plan.created)
+    # update() and bulk_create send no post_save: sync explicitly.
+    steps_sync_on_commit([*plan.moved, *plan.cancelled, *(s.pk for s in created)])
 
 
 @transaction.atomic
 def classroom_cancel(*, classroom: Classroom) -> Classroom:
     """Cancel a classroom. If its recording started, it is stopped now."""
     classroom = Classroom.objects.select_for_update().get(pk=classroom.pk)
-    if classroom.status in (PlanStatus.CANCELLED, PlanStatus.SUCCEEDED, PlanStatus.FAILED):
+    if classroom.status in CLOSED:
         raise ValidationError(
             {"status": f"the classroom is already {classroom.status}; nothing to cancel"}
         )
-    steps = Step.objects.select_for_update().filter(classroom=classroom)
-    started = (
-        steps.filter(action=START)
-        .exclude(state__in=[*PENDING_STATES, StepState.CANCELLED])
-        .exists()
-    )
-    pending = list(steps.filter(state__in=PENDING_STATES).values_list("pk", flat=True))
-    stop = steps.filter(action=STOP, state__in=PENDING_STATES).first()
+    # All steps locked before deciding: a worker's claim of the start waits for this commit
+    # (and then misses the bumped version) or has already committed and is seen here.
+    steps = list(Step.objects.select_for_update().filter(classroom=classroom))
+    started = any(s.action == START and s.state in RECORDING_STARTED for s in steps)
+    pending = [s.pk for s in steps if s.state in PENDING_STATES]
+    stop = next((s for s in steps if s.action == STOP and s.state in PENDING_STATES), None)
     keep = stop.pk if (started and stop is not None) else None
     Step.objects.filter(pk__in=[pk for pk in pending if pk != keep]).update(
         state=StepState.CANCELLED, version=F("version") + 1

@@ -68,6 +68,33 @@ def test_bad_classrooms_are_refused(api, overrides, field, text):
     assert not Classroom.objects.exists() and not Step.objects.exists()
 
 
+def test_a_live_classroom_refuses_a_new_start_and_accepts_a_new_end(api, alice):
+    start = timezone.now()
+    classroom = services.classroom_create(
+        title="t",
+        start=start,
+        end=start + dt.timedelta(minutes=5),
+        recording_service_ref="r",
+        owner=alice,
+    )
+    started = services.step_execute(
+        step_id=classroom.steps.get(action="start_recording").pk, version=1
+    )
+    assert started is not None and started.status == "succeeded"
+    url = f"/api/classrooms/{classroom.pk}/"
+    later = (start + dt.timedelta(minutes=10)).isoformat()
+
+    refused = api.patch(url, {"start": later}, format="json")
+
+    assert refused.status_code == 400
+    (message,) = refused.json()["start"]
+    assert "the recording already started at" in message and "only move its end" in message
+    assert Classroom.objects.get(pk=classroom.pk).start == start
+    moved = api.patch(url, {"end": later}, format="json")
+    assert moved.status_code == 200, moved.json()
+    assert Classroom.objects.get(pk=classroom.pk).end == start + dt.timedelta(minutes=10)
+
+
 def test_another_users_classroom_is_404(bob_api, alice):
     start = timezone.now() + dt.timedelta(hours=1)
     classroom = services.classroom_create(
