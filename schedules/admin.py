@@ -16,6 +16,7 @@ import datetime as dt
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlencode
+from zoneinfo import ZoneInfo
 
 from django import forms
 from django.conf import settings
@@ -33,7 +34,7 @@ from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.functional import cached_property
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 from django.utils.translation import ngettext
 
 from workers.actions import REGISTRY
@@ -50,6 +51,8 @@ from .forms import (
     ShiftClassroomsForm,
 )
 from .models import Classroom, Job, PlanStatus, Run, Step
+from .selectors import describe_schedule
+from .services.jobs import SCHEDULE_FIELDS
 
 M = TypeVar("M", bound=models.Model)
 
@@ -325,6 +328,30 @@ class StepInline(ReadOnlyInline[Step]):
     verbose_name_plural = "steps (latest due first)"
 
 
+class JobStepInline(ReadOnlyInline[Step]):
+    """A job's steps by occurrence and check, newest first: the order of the unique
+    (job, sequence, poll_number) index, so a recurring job's millionth occurrence costs
+    the same as its first."""
+
+    fields = (
+        "action",
+        "sequence",
+        "poll_number",
+        "due_at",
+        "state",
+        "version",
+        "engine",
+        "arm_state",
+        "attempts",
+    )
+    readonly_fields = fields
+    ordering = ("-sequence", "-poll_number")
+    defer = StepInline.defer
+    model = Step
+    order_label = "latest"
+    verbose_name_plural = "steps (latest occurrence first)"
+
+
 class RunInline(ReadOnlyInline[Run]):
     model = Run
     fields = (
@@ -598,6 +625,11 @@ class PlanAdmin(BigTableAdmin[M]):
 
 # --- Jobs ---------------------------------------------------------------------------------------
 
+POLL_FIELDSET = (
+    "Polling (actions that poll, e.g. http_check)",
+    {"fields": ("poll_interval", "poll_max_checks", "poll_timeout")},
+)
+
 
 @admin.register(Job)
 class JobAdmin(PlanAdmin[Job]):
@@ -607,6 +639,7 @@ class JobAdmin(PlanAdmin[Job]):
         "id",
         "name",
         "action",
+        "schedule",
         "status",
         "due_at",
         "engine",
@@ -615,7 +648,7 @@ class JobAdmin(PlanAdmin[Job]):
         "owner",
     )
     list_display_links = ("id", "name")
-    list_filter = ("status", DueFilter, ActionFilter, "precision")
+    list_filter = ("status", "schedule_type", DueFilter, ActionFilter, "precision")
     list_select_related = ("owner",)
     search_fields = ("name", "action")
     search_help_text = "Part of a job's name or action, or a job id."
@@ -623,18 +656,47 @@ class JobAdmin(PlanAdmin[Job]):
     ordering = ("-due_at",)
     raw_id_fields = ("owner",)
     changelist_defer = ("payload",)
-    inlines = (StepInline, RunInline)
+    inlines = (JobStepInline, RunInline)
     actions = ("cancel_selected", "run_now", "reschedule_selected")
     add_fieldsets = (
         (None, {"fields": ("name", "action", "payload")}),
-        ("When", {"fields": ("due_at", "time_zone", "precision", "max_attempts")}),
+        ("When", {"fields": ("schedule_type", "due_at", "time_zone", "precision", "max_attempts")}),
+        (
+            "Recurrence (rate or cron jobs)",
+            {"fields": ("rate_every", "rate_unit", "cron", "starts_at", "ends_at", "max_runs")},
+        ),
+        ("Policies (recurring jobs)", {"fields": ("missed_policy", "overlap_policy")}),
+        POLL_FIELDSET,
     )
     fieldsets = (
         (None, {"fields": ("name", "action", "payload")}),
-        ("When", {"fields": ("due_at", "time_zone", "precision", "max_attempts")}),
+        ("When", {"fields": ("schedule_type", "due_at", "time_zone", "precision", "max_attempts")}),
         ("State", {"fields": ("status", "owner", "created_at", "updated_at")}),
     )
-    editable_fields = ("name", "payload", "due_at", "precision", "max_attempts")
+    recurring_fieldsets = (
+        (None, {"fields": ("name", "action", "payload")}),
+        (
+            "Rule",
+            {
+                "fields": (
+                    "schedule_type",
+                    "rule_description",
+                    "next_occurrences",
+                    "rate_every",
+                    "rate_unit",
+                    "cron",
+                    "time_zone",
+                    "starts_at",
+                    "ends_at",
+                    "max_runs",
+                    "run_count",
+                )
+            },
+        ),
+        ("Policies", {"fields": ("missed_policy", "overlap_policy", "precision", "max_attempts")}),
+        ("State", {"fields": ("status", "due_at", "owner", "created_at", "updated_at")}),
+    )
+    editable_fields = ("name", "payload", "due_at", "precision", "max_attempts", *SCHEDULE_FIELDS)
     fixed_fields = (
         "action",
         "time_zone",
@@ -642,16 +704,67 @@ class JobAdmin(PlanAdmin[Job]):
         "owner",
         "created_at",
         "updated_at",
+        "run_count",
+        "rule_description",
+        "next_occurrences",
     )
 
+    def get_fieldsets(self, request: HttpRequest, obj: Job | None = None) -> Any:
+        if obj is None:
+            return self.add_fieldsets
+        fieldsets = self.recurring_fieldsets if obj.is_recurring else self.fieldsets
+        if obj.action in REGISTRY and REGISTRY[obj.action].polls:
+            fieldsets = (*fieldsets[:-1], POLL_FIELDSET, fieldsets[-1])
+        return fieldsets
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Job | None = None) -> tuple[str, ...]:
+        readonly = super().get_readonly_fields(request, obj)
+        if obj is None:
+            return readonly
+        # A recurring job's due time is its next occurrence, planned from the rule; a
+        # one-off job stays one-off.
+        return (*readonly, "due_at" if obj.is_recurring else "schedule_type")
+
     def is_frozen(self, obj: Job) -> bool:
-        return obj.status != PlanStatus.SCHEDULED  # the services edit scheduled jobs only
+        # The services edit a scheduled one-off job, and a recurring job until it ends.
+        if obj.is_recurring:
+            return obj.status in FINAL_PLAN_STATES
+        return obj.status != PlanStatus.SCHEDULED
+
+    @admin.display(description="schedule")
+    def schedule(self, job: Job) -> str:
+        """The rule in words (no query), or "once" for a one-off job."""
+        return describe_schedule(job)
+
+    @admin.display(description="rule")
+    def rule_description(self, job: Job) -> str:
+        return describe_schedule(job)
+
+    @admin.display(description="next occurrences")
+    def next_occurrences(self, job: Job) -> str:
+        """The next five occurrences from now, in the job's zone and in UTC."""
+        times = selectors.job_next_occurrences(job, count=5)
+        if not times:
+            return "none: the rule has ended"
+        zone = ZoneInfo(job.time_zone)
+        return format_html_join(
+            "",
+            "<div>{} <span class='quiet'>({} UTC)</span></div>",
+            (
+                (
+                    when.astimezone(zone).strftime("%a %Y-%m-%d %H:%M:%S %Z"),
+                    when.astimezone(dt.UTC).strftime("%H:%M:%S"),
+                )
+                for when in times
+            ),
+        )
 
     def changelist_queryset(self, queryset: QuerySet[Job]) -> QuerySet[Job]:
-        # Correlated subqueries on the indexed (job, id) keys, run for the page's rows only
+        # Correlated subqueries, each one seek on an index that starts with the job: steps'
+        # (job, sequence, poll_number), runs' (job, started_at). Run for the page's rows only
         # (the capped count reads keys only).
-        latest_step = Step.objects.filter(job=OuterRef("pk")).order_by("-pk")
-        latest_run = Run.objects.filter(job=OuterRef("pk")).order_by("-pk")
+        latest_step = Step.objects.filter(job=OuterRef("pk")).order_by("-sequence", "-poll_number")
+        latest_run = Run.objects.filter(job=OuterRef("pk")).order_by("-started_at")
         return (
             super()
             .changelist_queryset(queryset)

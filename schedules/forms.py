@@ -24,12 +24,14 @@ from django.db import models, transaction
 from django.forms.fields import InvalidJSONInput
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
-from django.utils.safestring import SafeString
+from django.utils.safestring import SafeString, mark_safe
 
 from workers.actions import REGISTRY
 
 from . import services
-from .models import Classroom, Job
+from .models import Classroom, Job, ScheduleType
+from .services.jobs import SCHEDULE_FIELDS
+from .validation import seconds_text
 
 M = TypeVar("M", bound=models.Model)
 
@@ -121,21 +123,18 @@ def precision_help() -> str:
 
 def time_zone_help() -> str:
     return (
-        "An IANA time zone name such as Europe/Paris, checked and kept for display. It does not "
-        "change how the date and time fields are read: they are in the admin's time zone, "
-        f"{timezone.get_current_timezone_name()}. Cannot be changed after creation."
+        "An IANA time zone name such as Europe/Paris: a cron rule is read in it, and it is kept "
+        "for display. It does not change how the date and time fields are read: they are in the "
+        f"admin's time zone, {timezone.get_current_timezone_name()}. Cannot be changed after "
+        "creation."
     )
-
-
-def _seconds(value: int) -> str:
-    return f"{value // 86400} days" if value >= 86400 and value % 86400 == 0 else f"{value} s"
 
 
 def due_help(what: str) -> str:
     return (
-        f"{what} It may be at most {_seconds(settings.SCHEDULES_PAST_GRACE)} in the past "
+        f"{what} It may be at most {seconds_text(settings.SCHEDULES_PAST_GRACE)} in the past "
         "(SCHEDULES_PAST_GRACE; it then runs at once) and at most "
-        f"{_seconds(settings.SCHEDULES_MAX_AHEAD)} ahead (SCHEDULES_MAX_AHEAD)."
+        f"{seconds_text(settings.SCHEDULES_MAX_AHEAD)} ahead (SCHEDULES_MAX_AHEAD)."
     )
 
 
@@ -156,6 +155,82 @@ def ping_help() -> str:
         f"may have at most {settings.SCHEDULES_MAX_STEPS_PER_CLASSROOM} steps in all "
         "(SCHEDULES_MAX_STEPS_PER_CLASSROOM)."
     )
+
+
+def schedule_type_help() -> SafeString:
+    return mark_safe(
+        "<b>once</b>: runs at the due time. <b>rate</b>: every N rate units, counted in "
+        "elapsed time from the start. <b>cron</b>: by a 5-field cron expression read in the "
+        "job's time zone (daylight-saving changes included). Fill in only the fields of the "
+        "type you choose; the others must stay empty. A recurring job holds one timer at a "
+        "time, its next occurrence."
+    )
+
+
+def rate_help() -> str:
+    return (
+        "A rate rule: run every N (rate every) rate units. At least "
+        f"{settings.SCHEDULES_MIN_RATE_SECONDS:g} s (SCHEDULES_MIN_RATE_SECONDS)."
+    )
+
+
+CRON_HELP = (
+    "A cron rule: minute hour day-of-month month day-of-week, e.g. 0 9 * * 1-5 (09:00 on "
+    "weekdays) or */15 * * * * (every 15 minutes), in the job's time zone. A time skipped by a "
+    "daylight-saving change runs once right after it; a time repeated runs once, at its first "
+    "pass."
+)
+STARTS_HELP = (
+    "When the rule begins (default: now, as the job is saved). A rate counts its intervals "
+    "from here. Occurrences before now are not run."
+)
+ENDS_HELP = "No occurrence after this time. Empty: no end."
+MAX_RUNS_HELP = (
+    "The job ends after this many runs (skipped occurrences do not count). Empty: no limit."
+)
+MISSED_HELP = (
+    "When the job is behind, e.g. the scheduler was down: an occurrence is missed when a later "
+    "one is already due as it is taken (a run that is merely late is not). Run once now (the "
+    "default) runs it once for all of them; run every missed occurrence runs each in turn; "
+    "skip runs none and goes on with the next occurrence after now."
+)
+OVERLAP_HELP = (
+    "An occurrence due while the previous one is still going (running, retrying or polling): "
+    "skip it (the default: the next occurrence is planned when the previous one is over), or "
+    "run it alongside (the next occurrence is planned as soon as one starts)."
+)
+
+
+def poll_help(field: str) -> str:
+    texts = {
+        "poll_interval": (
+            "For actions that poll (they may report 'not done yet'): seconds between checks, at "
+            f"least {settings.SCHEDULES_MIN_POLL_INTERVAL} (SCHEDULES_MIN_POLL_INTERVAL). Each "
+            "check is a run. Leave the poll fields empty for other actions."
+        ),
+        "poll_max_checks": "Most checks, the first included; then the job fails as not done.",
+        "poll_timeout": (
+            "Seconds after the first check's due time by which the action must report done; a "
+            "last check runs at that deadline. Give this, the maximum number of checks, or both."
+        ),
+    }
+    return texts[field]
+
+
+SCHEDULE_HELPS: dict[str, Callable[[], str]] = {
+    "schedule_type": schedule_type_help,
+    "rate_every": rate_help,
+    "rate_unit": rate_help,
+    "cron": lambda: CRON_HELP,
+    "starts_at": lambda: STARTS_HELP,
+    "ends_at": lambda: ENDS_HELP,
+    "max_runs": lambda: MAX_RUNS_HELP,
+    "missed_policy": lambda: MISSED_HELP,
+    "overlap_policy": lambda: OVERLAP_HELP,
+    "poll_interval": lambda: poll_help("poll_interval"),
+    "poll_max_checks": lambda: poll_help("poll_max_checks"),
+    "poll_timeout": lambda: poll_help("poll_timeout"),
+}
 
 
 REPLAN_HELP = (
@@ -265,6 +340,12 @@ def _collect(errors: list[ValidationError], call: Callable[[], M], fallback: M) 
 # --- Jobs -----------------------------------------------------------------------------------------
 
 
+def _set_helps(form: forms.BaseForm, helps: dict[str, Callable[[], str]]) -> None:
+    for name, help_text in helps.items():
+        if name in form.fields:
+            form.fields[name].help_text = help_text()
+
+
 class JobAddForm(ServiceModelForm[Job]):
     """Creates a job with ``services.job_schedule``, owned by the admin user."""
 
@@ -273,69 +354,96 @@ class JobAddForm(ServiceModelForm[Job]):
 
     class Meta:
         model = Job
-        fields = ("name", "action", "payload", "due_at", "time_zone", "precision", "max_attempts")
+        fields = (
+            "name",
+            "action",
+            "payload",
+            "due_at",
+            "time_zone",
+            "precision",
+            "max_attempts",
+            *SCHEDULE_FIELDS,
+        )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        helps: dict[str, Callable[[], str]] = {
-            "action": action_help,
-            "payload": payload_help,
-            "due_at": lambda: due_help("When the job runs."),
-            "time_zone": time_zone_help,
-            "precision": precision_help,
-            "max_attempts": max_attempts_help,
-        }
-        for name, help_text in helps.items():
-            if name in self.fields:
-                self.fields[name].help_text = help_text()
+        _set_helps(
+            self,
+            {
+                "action": action_help,
+                "payload": payload_help,
+                "due_at": lambda: due_help("When a one-off job runs (leave it empty otherwise)."),
+                "time_zone": time_zone_help,
+                "precision": precision_help,
+                "max_attempts": max_attempts_help,
+                **SCHEDULE_HELPS,
+            },
+        )
+        if "due_at" in self.fields:
+            self.fields["due_at"].required = False
         if "max_attempts" in self.fields and not self.is_bound:
             self.fields["max_attempts"].initial = settings.SCHEDULES_DEFAULT_MAX_ATTEMPTS
 
     def call_service(self) -> Job:
         data = self.cleaned_data
+        schedule = {name: data[name] for name in SCHEDULE_FIELDS if name in data}
         return services.job_schedule(
             action=data["action"],
             payload=data.get("payload") or {},
-            due_at=data["due_at"],
+            due_at=data.get("due_at"),
             precision=data["precision"],
             max_attempts=data["max_attempts"],
             name=data.get("name", ""),
             time_zone=data["time_zone"],
             owner=self.user,
+            **schedule,
         )
 
 
 class JobChangeForm(ServiceModelForm[Job]):
-    """Edits a scheduled job: name, payload, attempts and precision with
-    ``services.job_update``, the due time with ``services.job_reschedule``; only what
-    changed is sent."""
+    """Edits a job: name, payload, attempts, precision, and a recurring job's rule and
+    policies with ``services.job_update``, a one-off job's due time with
+    ``services.job_reschedule``; only what changed is sent."""
 
     payload = PayloadField(required=False)
 
     class Meta:
         model = Job
-        fields = ("name", "payload", "due_at", "precision", "max_attempts")
+        fields = ("name", "payload", "due_at", "precision", "max_attempts", *SCHEDULE_FIELDS)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        helps: dict[str, Callable[[], str]] = {
-            "payload": lambda: payload_help(self.instance.action),
-            "due_at": lambda: due_help(
-                "When the job runs. Changing it reschedules the job: the old timer is disarmed "
-                "and a message already sent for the old time is skipped."
-            ),
-            "max_attempts": max_attempts_help,
-            "precision": precision_help,
-        }
-        for name, help_text in helps.items():
-            if name in self.fields:
-                self.fields[name].help_text = help_text()
+        _set_helps(
+            self,
+            {
+                "payload": lambda: payload_help(self.instance.action),
+                "due_at": lambda: due_help(
+                    "When the job runs. Changing it reschedules the job: the old timer is "
+                    "disarmed and a message already sent for the old time is skipped."
+                ),
+                "max_attempts": max_attempts_help,
+                "precision": precision_help,
+                **SCHEDULE_HELPS,
+                "schedule_type": lambda: (
+                    "rate or cron. Changing the rule (type, rate, cron, start, end or maximum "
+                    "runs) re-plans the next occurrence: the first one of the new rule after "
+                    "now. Runs so far keep their history and count against max runs."
+                ),
+            },
+        )
+        if self.instance.schedule_type != ScheduleType.ONCE and "schedule_type" in self.fields:
+            field = self.fields["schedule_type"]
+            assert isinstance(field, forms.ChoiceField)
+            field.choices = [c for c in ScheduleType.choices if c[0] != ScheduleType.ONCE]
 
     def call_service(self) -> Job:
         job = self.instance
         data = self.cleaned_data
         errors: list[ValidationError] = []
-        if any(self._changed(n) for n in ("name", "payload", "max_attempts", "precision")):
+        schedule = {name: data[name] for name in SCHEDULE_FIELDS if self._changed(name)}
+        if schedule or any(
+            self._changed(n) for n in ("name", "payload", "max_attempts", "precision")
+        ):
             payload = (data.get("payload") or {}) if self._changed("payload") else None
             name = data["name"] if self._changed("name") else None
             attempts = data["max_attempts"] if self._changed("max_attempts") else None
@@ -348,6 +456,7 @@ class JobChangeForm(ServiceModelForm[Job]):
                     name=name,
                     max_attempts=attempts,
                     precision=precision,
+                    **schedule,
                 ),
                 job,
             )

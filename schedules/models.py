@@ -353,7 +353,12 @@ class Run(models.Model):
     step = models.ForeignKey(Step, on_delete=models.CASCADE, related_name="runs")
     # Denormalized owner links so runs list inline on their job or classroom.
     job = models.ForeignKey(
-        Job, null=True, blank=True, on_delete=models.CASCADE, related_name="runs"
+        Job,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="runs",
+        db_index=False,  # served by the (job, started_at) index below
     )
     classroom = models.ForeignKey(
         Classroom, null=True, blank=True, on_delete=models.CASCADE, related_name="runs"
@@ -385,6 +390,9 @@ class Run(models.Model):
             models.Index(fields=["status", "started_at"], name="run_status_started"),
             # Per-engine lateness over a recent window (admin monitoring).
             models.Index(fields=["engine", "started_at"], name="run_engine_started"),
+            # A job's newest runs (its page, its API detail, the changelist's last lateness)
+            # without reading all runs of a long-running recurring job.
+            models.Index(fields=["job", "started_at"], name="run_job_started"),
         ]
 
     def __str__(self) -> str:

@@ -9,8 +9,9 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.utils import timezone
 
+from . import recurrence
 from .engines import get_engine
-from .models import Run, RunStatus
+from .models import Job, Run, RunStatus, ScheduleType
 
 
 @dataclass(frozen=True)
@@ -74,3 +75,37 @@ def lateness_by_engine(
             )
         )
     return report
+
+
+def rule_for(job: Job) -> recurrence.Rule | None:
+    """The job's recurrence rule, or None for a one-off job."""
+    if job.schedule_type == ScheduleType.ONCE:
+        return None
+    assert job.starts_at is not None
+    return recurrence.Rule(
+        kind=job.schedule_type,
+        starts_at=job.starts_at,
+        every=job.rate_every or 0,
+        unit=job.rate_unit,
+        cron=job.cron,
+        time_zone=job.time_zone,
+        ends_at=job.ends_at,
+        max_runs=job.max_runs,
+    )
+
+
+def describe_schedule(job: Job) -> str:
+    """The job's rule in words ("Every 5 minutes, at most 3 runs"), or "once"."""
+    rule = rule_for(job)
+    return "once" if rule is None else recurrence.describe(rule)
+
+
+def job_next_occurrences(
+    job: Job, *, count: int = 5, now: dt.datetime | None = None
+) -> list[dt.datetime]:
+    """A recurring job's next ``count`` occurrences after now (UTC), within its bounds."""
+    rule = rule_for(job)
+    if rule is None:
+        return []
+    after = (now or timezone.now()) - dt.timedelta(microseconds=1)
+    return list(recurrence.occurrences(rule, after, runs_so_far=job.run_count, limit=count))

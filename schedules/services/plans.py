@@ -45,26 +45,10 @@ from ..models import (
     Step,
     StepState,
 )
+from ..selectors import rule_for
 
 #: Missed occurrences counted one by one, at most (notes say "at least" beyond).
 MISSED_COUNT_CAP = 1000
-
-
-def rule_for(job: Job) -> recurrence.Rule | None:
-    """The job's recurrence rule, or None for a one-off job."""
-    if job.schedule_type == ScheduleType.ONCE:
-        return None
-    assert job.starts_at is not None
-    return recurrence.Rule(
-        kind=job.schedule_type,
-        starts_at=job.starts_at,
-        every=job.rate_every or 0,
-        unit=job.rate_unit,
-        cron=job.cron,
-        time_zone=job.time_zone,
-        ends_at=job.ends_at,
-        max_runs=job.max_runs,
-    )
 
 
 def job_plan_step(job: Job, due_at: dt.datetime, *, sequence: int, poll_number: int = 0) -> Step:

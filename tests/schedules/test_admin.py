@@ -6,6 +6,7 @@ import datetime as dt
 import json
 from collections.abc import Callable, Iterator
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from django import forms
@@ -33,6 +34,7 @@ from schedules.models import (
     Step,
     StepState,
 )
+from schedules.selectors import job_next_occurrences
 from workers.actions import REGISTRY
 
 pytestmark = pytest.mark.django_db
@@ -103,6 +105,10 @@ def job_data(**overrides: Any) -> dict[str, Any]:
         "time_zone": "UTC",
         "precision": Precision.PRECISE,
         "max_attempts": "3",
+        # What the browser sends for the selects left at their defaults.
+        "schedule_type": "once",
+        "missed_policy": "run_once",
+        "overlap_policy": "skip",
         **split("due_at", overrides.pop("due_at", future())),
     }
     data.update(overrides)
@@ -969,3 +975,190 @@ def test_step_timer_links_to_the_engine_console(admin_client, console_engine):
     Step.objects.filter(pk=local.pk).update(engine="gone", external_ref="ref-9")
     local.refresh_from_db()
     assert schedules_admin.timer_link(local) == "ref-9"  # an engine no longer configured
+
+
+# --- Recurring and polling jobs in the admin -----------------------------------------------------
+
+
+NO_RATE = {"rate_every": "", "rate_unit": ""}
+
+
+def recurring_data(**overrides: Any) -> dict[str, Any]:
+    data = job_data(
+        **{"schedule_type": "rate", "rate_every": "5", "rate_unit": "minutes", **overrides}
+    )
+    for name in ("due_at_0", "due_at_1"):
+        data[name] = ""
+    return data
+
+
+def test_adding_a_recurring_job_plans_only_its_first_occurrence(admin_client, monkeypatch):
+    spy = Spy(monkeypatch, "job_schedule")
+    start = future(hours=2).replace(microsecond=0)
+    response = admin_client.post(url("job_add"), recurring_data(**split("starts_at", start)))
+    assert response.status_code == 302, form_errors(response)
+    [call] = spy.calls
+    assert call["schedule_type"] == "rate" and call["rate_every"] == 5 and call["due_at"] is None
+    job = Job.objects.get()
+    assert (job.rate_every, job.rate_unit, job.starts_at) == (5, "minutes", start)
+    [step] = job.steps.all()
+    assert step.due_at == start and step.recurring
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field", "text"),
+    [
+        ({"schedule_type": "cron", "cron": "0 25 * * *", **NO_RATE}, "cron", "Bad hour"),
+        ({"schedule_type": "cron", "cron": "0 9 * *", **NO_RATE}, "cron", "must have 5 fields"),
+        ({"time_zone": "Europe/Atlantis"}, "time_zone", "not a known time zone"),
+        ({"rate_every": "1", "rate_unit": "seconds", "min_rate": 5}, "rate_every", "faster than"),
+        ({"ends": -1}, "ends_at", "must be after starts_at"),
+        ({"rate_unit": ""}, "rate_unit", "a rate rule needs it"),
+        (
+            {
+                "action": "http_check",
+                "payload": '{"url": "http://127.0.0.1/s", "field": "a", "equals": 1}',
+                "poll_interval": "10",
+            },
+            "poll_max_checks",
+            "a poll needs a limit",
+        ),
+        ({"poll_interval": "10", "poll_max_checks": "3"}, "poll_interval", "does not poll"),
+    ],
+)
+def test_bad_rules_are_shown_on_their_field_and_nothing_is_stored(
+    admin_client, settings, overrides, field, text
+):
+    settings.SCHEDULES_MIN_RATE_SECONDS = overrides.pop("min_rate", 1)
+    settings.SCHEDULES_HTTP_CHECK_ALLOWED_HOSTS = ["127.0.0.1"]
+    start = future(hours=2)
+    ends = overrides.pop("ends", None)
+    if ends is not None:
+        overrides.update(split("ends_at", start + dt.timedelta(hours=ends)))
+    response = admin_client.post(
+        url("job_add"), recurring_data(**split("starts_at", start), **overrides)
+    )
+    errors = form_errors(response)
+    assert any(text in message for message in errors.get(field, [])), errors
+    assert not Job.objects.exists() and not Step.objects.exists()
+
+
+def recurring_job(**kwargs: Any) -> Job:
+    options = {"schedule_type": "rate", "rate_every": 5, "rate_unit": "minutes", **kwargs}
+    options.setdefault("starts_at", future(hours=2).replace(second=0, microsecond=0))
+    return services.job_schedule(action="noop", **options)
+
+
+def test_a_recurring_job_page_describes_its_rule_and_next_five_occurrences(admin_client):
+    job = recurring_job(
+        schedule_type="cron",
+        rate_every=None,
+        rate_unit="",
+        cron="0 9 * * 1-5",
+        time_zone="Europe/Paris",
+    )
+    html = admin_client.get(url("job_change", job.pk)).content.decode()
+    assert "At 09:00 on Monday through Friday (Europe/Paris)" in html
+    upcoming = job_next_occurrences(job, count=5)
+    assert len(upcoming) == 5
+    for when in upcoming:
+        local = when.astimezone(ZoneInfo("Europe/Paris"))
+        assert local.hour == 9 and local.weekday() < 5
+        assert local.strftime("%a %Y-%m-%d %H:%M:%S %Z") in html
+    # Its due time is its next occurrence, planned from the rule: not an input here.
+    assert 'name="due_at_0"' not in html and 'name="cron"' in html
+
+
+def test_the_changelist_shows_each_jobs_schedule_in_words(admin_client):
+    recurring_job(max_runs=3)
+    make_job()
+    page = admin_client.get(url("job_changelist"))
+    html = page.content.decode()
+    assert "Every 5 minutes, at most 3 runs" in html and ">once<" in html
+
+
+def test_changing_a_rule_in_the_admin_replans_through_job_update(admin_client, monkeypatch):
+    job = recurring_job()
+    old = job.steps.get()
+    spy = Spy(monkeypatch, "job_update")
+    data = {
+        "name": "",
+        "payload": "{}",
+        "schedule_type": "rate",
+        "rate_every": "10",
+        "rate_unit": "minutes",
+        "cron": "",
+        "max_runs": "",
+        "missed_policy": "run_once",
+        "overlap_policy": "skip",
+        "precision": "precise",
+        "max_attempts": "3",
+        **split("starts_at", job.starts_at),
+    }
+    response = post_form(admin_client, url("job_change", job.pk), data)
+    assert response.status_code == 302, form_errors(response)
+    [call] = spy.calls
+    assert {k: v for k, v in call.items() if k != "job"} == {
+        "payload": None,
+        "name": None,
+        "max_attempts": None,
+        "precision": None,
+        "rate_every": 10,
+    }
+    old.refresh_from_db()
+    assert old.state == StepState.CANCELLED
+    assert job.steps.filter(state=StepState.SCHEDULED).get().due_at == job.starts_at
+
+
+def test_a_polling_jobs_page_edits_its_poll_limits(admin_client, settings):
+    settings.SCHEDULES_HTTP_CHECK_ALLOWED_HOSTS = ["127.0.0.1"]
+    job = services.job_schedule(
+        action="http_check",
+        due_at=future(),
+        payload={"url": "http://127.0.0.1/s", "field": "state", "equals": "done"},
+        poll_interval=10,
+        poll_max_checks=3,
+    )
+    page = admin_client.get(url("job_change", job.pk))
+    assert 'name="poll_max_checks"' in page.content.decode()
+    data = {
+        "name": "",
+        "payload": json.dumps(job.payload),
+        "precision": "precise",
+        "max_attempts": "3",
+        "poll_interval": "10",
+        "poll_max_checks": "",
+        "poll_timeout": "",
+        **split("due_at", job.due_at),
+    }
+    response = post_form(admin_client, url("job_change", job.pk), data)
+    assert "a poll needs a limit" in form_errors(response)["poll_max_checks"][0]
+    data["poll_timeout"] = "600"
+    response = post_form(admin_client, url("job_change", job.pk), data)
+    assert response.status_code == 302, form_errors(response)
+    job.refresh_from_db()
+    assert (job.poll_max_checks, job.poll_timeout) == (None, 600)
+
+
+def test_a_recurring_job_page_with_many_occurrences_stays_within_a_query_budget(
+    admin_client, django_assert_max_num_queries
+):
+    job = recurring_job()
+    first = job.steps.get()
+    Step.objects.bulk_create(
+        Step(
+            job=job,
+            action="noop",
+            sequence=k,
+            due_at=first.due_at + dt.timedelta(minutes=5 * k),
+            engine="local",
+            state=StepState.SUCCEEDED,
+            recurring=True,
+        )
+        for k in range(1, 400)
+    )
+    with django_assert_max_num_queries(12):
+        page = admin_client.get(url("job_change", job.pk))
+    formsets = {i.formset.model: i.formset for i in page.context["inline_admin_formsets"]}
+    shown = [form.instance.sequence for form in formsets[Step].initial_forms]
+    assert shown == list(range(399, 379, -1))  # the latest occurrences first
