@@ -206,6 +206,11 @@ SPECTACULAR_SETTINGS = {
         "RunStatusEnum": "schedules.models.RunStatus",
         "StepStateEnum": "schedules.models.StepState",
         "PrecisionEnum": "schedules.models.Precision",
+        "ScheduleTypeEnum": "schedules.models.ScheduleType",
+        "RecurringScheduleTypeEnum": "schedules.models.RECURRING_SCHEDULE_TYPES",
+        "RateUnitEnum": "schedules.models.RateUnit",
+        "MissedPolicyEnum": "schedules.models.MissedPolicy",
+        "OverlapPolicyEnum": "schedules.models.OverlapPolicy",
     },
 }
 # How long an Idempotency-Key is remembered (seconds).

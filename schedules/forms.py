@@ -29,7 +29,7 @@ from django.utils.safestring import SafeString, mark_safe
 from workers.actions import REGISTRY
 
 from . import services
-from .models import Classroom, Job, ScheduleType
+from .models import RECURRING_SCHEDULE_TYPES, Classroom, Job, ScheduleType
 from .services.jobs import SCHEDULE_FIELDS
 from .validation import seconds_text
 
@@ -434,7 +434,7 @@ class JobChangeForm(ServiceModelForm[Job]):
         if self.instance.schedule_type != ScheduleType.ONCE and "schedule_type" in self.fields:
             field = self.fields["schedule_type"]
             assert isinstance(field, forms.ChoiceField)
-            field.choices = [c for c in ScheduleType.choices if c[0] != ScheduleType.ONCE]
+            field.choices = RECURRING_SCHEDULE_TYPES
 
     def call_service(self) -> Job:
         job = self.instance

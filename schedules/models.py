@@ -31,6 +31,12 @@ class ScheduleType(models.TextChoices):
     CRON = "cron", "By a cron expression in the job's time zone"
 
 
+#: The types a recurring job may switch between.
+RECURRING_SCHEDULE_TYPES = [
+    (v, label) for v, label in ScheduleType.choices if v != ScheduleType.ONCE
+]
+
+
 class RateUnit(models.TextChoices):
     SECONDS = "seconds", "seconds"
     MINUTES = "minutes", "minutes"

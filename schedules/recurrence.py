@@ -64,6 +64,12 @@ def validate(rule: Rule) -> None:
             errors.add("rate_unit", f"must be one of {', '.join(UNITS)}, not {rule.unit!r}")
         elif rule.every < 1:
             errors.add("rate_every", "must be a whole number of 1 or more")
+        elif rule.every * UNITS[rule.unit] > settings.SCHEDULES_MAX_AHEAD:
+            errors.add(
+                "rate_every",
+                f"every {rule.every} {rule.unit} is longer than SCHEDULES_MAX_AHEAD "
+                f"({settings.SCHEDULES_MAX_AHEAD} s): the job could never run twice",
+            )
         elif rule.interval.total_seconds() < minimum:
             errors.add(
                 "rate_every",

@@ -7,12 +7,24 @@ from typing import Any
 
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from workers.actions import REGISTRY
 
-from ..models import Classroom, Job, Precision, Run, Step
-from ..selectors import engine_expected_lateness
+from ..models import (
+    RECURRING_SCHEDULE_TYPES,
+    Classroom,
+    Job,
+    MissedPolicy,
+    OverlapPolicy,
+    Precision,
+    RateUnit,
+    Run,
+    ScheduleType,
+    Step,
+)
+from ..selectors import describe_schedule, engine_expected_lateness, job_next_occurrences
 
 ISO_FORMAT = "YYYY-MM-DDThh:mm[:ss[.uuuuuu]]±hh:mm or ...Z"
 NAIVE = (
@@ -60,16 +72,74 @@ class StrictSerializer(serializers.Serializer[Any]):
         return attrs
 
 
-class JobCreateSerializer(StrictSerializer):
+def _optional_int(help_text: str) -> serializers.IntegerField:
+    return serializers.IntegerField(required=False, allow_null=True, help_text=help_text)
+
+
+class ScheduleFieldsSerializer(StrictSerializer):
+    """A job's rule, policies and poll limits: types only (the services check the rules)."""
+
+    rate_every = _optional_int("A rate rule: run every N rate units.")
+    rate_unit = serializers.ChoiceField(
+        choices=RateUnit.choices, required=False, allow_blank=True, help_text="A rate rule's unit."
+    )
+    cron = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        max_length=200,
+        help_text="A cron rule: 5 fields, read in the job's time_zone, e.g. '0 9 * * 1-5'.",
+    )
+    starts_at = AwareDateTimeField(
+        required=False,
+        allow_null=True,
+        help_text="When a recurring job's rule begins (default: now); a rate counts from it.",
+    )
+    ends_at = AwareDateTimeField(
+        required=False, allow_null=True, help_text="A recurring job has no occurrence after this."
+    )
+    max_runs = _optional_int("A recurring job ends after this many runs.")
+    missed_policy = serializers.ChoiceField(
+        choices=MissedPolicy.choices,
+        required=False,
+        help_text="When behind (a later occurrence is already due as one is taken); "
+        "default run_once.",
+    )
+    overlap_policy = serializers.ChoiceField(
+        choices=OverlapPolicy.choices,
+        required=False,
+        help_text="An occurrence due while the previous one is going; default skip.",
+    )
+    poll_interval = _optional_int("Polling actions: seconds between checks.")
+    poll_max_checks = _optional_int("Polling actions: most checks, the first included.")
+    poll_timeout = _optional_int(
+        "Polling actions: seconds after the first check's due time by which it must be done."
+    )
+
+
+class JobCreateSerializer(ScheduleFieldsSerializer):
     action = serializers.ChoiceField(choices=sorted(REGISTRY), help_text="Registered action.")
     payload = serializers.JSONField(
         required=False, default=dict, help_text="Arguments of the action, checked by its schema."
     )
-    due_at = AwareDateTimeField(help_text="When the job runs; must carry a time zone offset.")
+    schedule_type = serializers.ChoiceField(
+        choices=ScheduleType.choices,
+        default=ScheduleType.ONCE,
+        help_text="once (at due_at), rate (rate_every and rate_unit) or cron (cron).",
+    )
+    due_at = AwareDateTimeField(
+        required=False,
+        allow_null=True,
+        help_text="When a one-off job runs; must carry a time zone offset. Not for recurring jobs.",
+    )
     precision = serializers.ChoiceField(choices=Precision.choices, default=Precision.PRECISE)
     max_attempts = serializers.IntegerField(required=False, help_text="1 to the set limit.")
     name = serializers.CharField(required=False, allow_blank=True, max_length=200, default="")
-    time_zone = serializers.CharField(required=False, default="UTC", max_length=64)
+    time_zone = serializers.CharField(
+        required=False,
+        default="UTC",
+        max_length=64,
+        help_text="IANA zone: a cron rule is read in it; kept for display.",
+    )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -79,12 +149,17 @@ class JobCreateSerializer(StrictSerializer):
         action.choices = sorted(REGISTRY)
 
 
-class JobUpdateSerializer(StrictSerializer):
-    due_at = AwareDateTimeField(required=False, help_text="Reschedule to this time.")
+class JobUpdateSerializer(ScheduleFieldsSerializer):
+    due_at = AwareDateTimeField(required=False, help_text="Reschedule a one-off job to this time.")
     payload = serializers.JSONField(required=False)
     name = serializers.CharField(required=False, allow_blank=True, max_length=200)
     max_attempts = serializers.IntegerField(required=False)
     precision = serializers.ChoiceField(choices=Precision.choices, required=False)
+    schedule_type = serializers.ChoiceField(
+        choices=RECURRING_SCHEDULE_TYPES,
+        required=False,
+        help_text="A recurring job may switch between rate and cron.",
+    )
 
 
 class StepSerializer(serializers.ModelSerializer[Step]):
@@ -96,6 +171,7 @@ class StepSerializer(serializers.ModelSerializer[Step]):
             "id",
             "action",
             "sequence",
+            "poll_number",
             "due_at",
             "version",
             "state",
@@ -145,6 +221,8 @@ class RunSerializer(serializers.ModelSerializer[Run]):
 
 
 class JobSerializer(serializers.ModelSerializer[Job]):
+    schedule = serializers.SerializerMethodField(help_text="The rule in words, or 'once'.")
+
     class Meta:
         model = Job
         fields = [
@@ -152,8 +230,22 @@ class JobSerializer(serializers.ModelSerializer[Job]):
             "name",
             "action",
             "payload",
+            "schedule_type",
+            "schedule",
             "due_at",
             "time_zone",
+            "rate_every",
+            "rate_unit",
+            "cron",
+            "starts_at",
+            "ends_at",
+            "max_runs",
+            "run_count",
+            "missed_policy",
+            "overlap_policy",
+            "poll_interval",
+            "poll_max_checks",
+            "poll_timeout",
             "precision",
             "max_attempts",
             "status",
@@ -163,19 +255,41 @@ class JobSerializer(serializers.ModelSerializer[Job]):
         ]
         read_only_fields = fields
 
+    def get_schedule(self, job: Job) -> str:
+        return describe_schedule(job)
+
+
+#: Rows a job's detail lists of its steps and runs (the runs endpoint pages through all).
+DETAIL_ROWS = 50
+
 
 class JobDetailSerializer(JobSerializer):
-    steps = StepSerializer(many=True, read_only=True)
-    runs = serializers.SerializerMethodField()
+    steps = serializers.SerializerMethodField(
+        help_text=f"The latest {DETAIL_ROWS} steps, latest occurrence and check first."
+    )
+    runs = serializers.SerializerMethodField(
+        help_text=f"The newest {DETAIL_ROWS} runs; /api/runs/?job=<id> pages through all."
+    )
+    next_occurrences = serializers.SerializerMethodField(
+        help_text="A recurring job's next five occurrences (UTC); empty for a one-off job."
+    )
 
     class Meta(JobSerializer.Meta):
-        fields = [*JobSerializer.Meta.fields, "steps", "runs"]
+        fields = [*JobSerializer.Meta.fields, "next_occurrences", "steps", "runs"]
         read_only_fields = fields
 
+    @extend_schema_field(StepSerializer(many=True))
+    def get_steps(self, job: Job) -> list[dict[str, Any]]:
+        steps = job.steps.order_by("-sequence", "-poll_number")[:DETAIL_ROWS]
+        return list(StepSerializer(steps, many=True).data)
+
+    @extend_schema_field(RunSerializer(many=True))
     def get_runs(self, job: Job) -> list[dict[str, Any]]:
-        """The newest 50 runs; the runs endpoint pages through all of them."""
-        runs = job.runs.order_by("-started_at")[:50]
+        runs = job.runs.order_by("-started_at")[:DETAIL_ROWS]
         return list(RunSerializer(runs, many=True).data)
+
+    def get_next_occurrences(self, job: Job) -> list[dt.datetime]:
+        return job_next_occurrences(job, count=5)
 
 
 class ClassroomCreateSerializer(StrictSerializer):

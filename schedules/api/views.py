@@ -18,7 +18,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from .. import services
-from ..models import Classroom, Job, PlanStatus, Run, RunStatus
+from ..models import Classroom, Job, PlanStatus, Run, RunStatus, ScheduleType
 from . import serializers as s
 from .idempotency import header_parameter, idempotent
 from .users import request_user
@@ -86,13 +86,14 @@ class AwareDateTimeFilter(django_filters.Filter):
 
 class JobFilter(django_filters.FilterSet):
     status = django_filters.ChoiceFilter(choices=PlanStatus.choices)
+    schedule_type = django_filters.ChoiceFilter(choices=ScheduleType.choices)
     action = django_filters.CharFilter(help_text="Action name, e.g. send_email.")
     due_after = AwareDateTimeFilter(field_name="due_at", lookup_expr="gte")
     due_before = AwareDateTimeFilter(field_name="due_at", lookup_expr="lt")
 
     class Meta:
         model = Job
-        fields = ["status", "action", "precision", "due_after", "due_before"]
+        fields = ["status", "schedule_type", "action", "precision", "due_after", "due_before"]
 
 
 @extend_schema_view(
@@ -109,7 +110,7 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, OwnedViewSet)
         return s.JobDetailSerializer if self.action == "retrieve" else s.JobSerializer
 
     @extend_schema(
-        summary="Schedule a one-off job",
+        summary="Schedule a job: once at due_at, or by a rate or cron rule",
         request=s.JobCreateSerializer,
         responses={201: s.JobDetailSerializer},
         parameters=[header_parameter()],
@@ -123,7 +124,10 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, OwnedViewSet)
         return idempotent(request, do)
 
     @extend_schema(
-        summary="Change a scheduled job: due_at reschedules; payload, name, attempts, precision",
+        summary=(
+            "Change a job: due_at reschedules a one-off job; payload, name, attempts, "
+            "precision, a recurring job's rule and policies, poll limits"
+        ),
         request=s.JobUpdateSerializer,
         responses={200: s.JobDetailSerializer},
     )

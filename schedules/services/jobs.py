@@ -105,11 +105,17 @@ class ScheduleFields(TypedDict, total=False):
     poll_timeout: int | None
 
 
-def _whole(errors: Errors, field: str, value: Any, *, minimum: int = 1, rule: str = "") -> None:
+#: The largest value a positive integer column holds on every database.
+INT_MAX = 2**31 - 1
+
+
+def _whole(
+    errors: Errors, field: str, value: Any, *, maximum: int = INT_MAX, rule: str = ""
+) -> None:
     if value is None:
         return
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        errors.add(field, f"must be a whole number of {minimum} or more{rule}")
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= maximum:
+        errors.add(field, f"must be a whole number from 1 to {maximum}{rule}")
 
 
 def _choice(errors: Errors, field: str, value: Any, choices: list[str]) -> None:
@@ -136,19 +142,20 @@ def _check_poll(errors: Errors, action: str, schedule: Schedule) -> None:
                 f"(actions that poll: {', '.join(polling) or 'none'})",
             )
         return
-    minimum = float(settings.SCHEDULES_MIN_POLL_INTERVAL)
+    minimum = settings.SCHEDULES_MIN_POLL_INTERVAL
+    longest: int = settings.SCHEDULES_MAX_AHEAD
+    within = " seconds (at most SCHEDULES_MAX_AHEAD)"
     if schedule.poll_interval is None:
         errors.add("poll_interval", f"{action} polls: give the seconds between checks")
-    elif not isinstance(schedule.poll_interval, int) or isinstance(schedule.poll_interval, bool):
-        errors.add("poll_interval", "must be a whole number of seconds")
-    elif schedule.poll_interval < minimum:
+    elif isinstance(schedule.poll_interval, int) and 1 <= schedule.poll_interval < minimum:
         errors.add(
             "poll_interval",
-            f"{schedule.poll_interval} s is faster than the minimum of {minimum:g} s "
+            f"{schedule.poll_interval} s is faster than the minimum of {minimum} s "
             "(SCHEDULES_MIN_POLL_INTERVAL)",
         )
+    _whole(errors, "poll_interval", schedule.poll_interval, maximum=longest, rule=within)
     _whole(errors, "poll_max_checks", schedule.poll_max_checks)
-    _whole(errors, "poll_timeout", schedule.poll_timeout, rule=" seconds")
+    _whole(errors, "poll_timeout", schedule.poll_timeout, maximum=longest, rule=within)
     if schedule.poll_max_checks is None and schedule.poll_timeout is None:
         errors.add(
             "poll_max_checks",

@@ -171,12 +171,14 @@ def test_reschedule_moves_the_pending_check(watch, start):
             "poll_max_checks",
             "a poll needs a limit: give poll_max_checks, poll_timeout or both",
         ),
-        ({"poll_max_checks": 0}, "poll_max_checks", "a whole number of 1 or more"),
-        ({"poll_timeout": -5}, "poll_timeout", "a whole number of 1 or more seconds"),
-        ({"poll_interval": 0}, "poll_interval", "faster than the minimum of 1 s"),
+        ({"poll_max_checks": 0}, "poll_max_checks", "a whole number from 1 to 2147483647"),
+        ({"poll_timeout": -5}, "poll_timeout", "from 1 to 158112000 seconds (at most SCHEDULES"),
+        ({"poll_interval": 10**9}, "poll_interval", "from 1 to 158112000 seconds"),
+        ({"poll_interval": 5, "min": 10}, "poll_interval", "faster than the minimum of 10 s"),
     ],
 )
-def test_bad_poll_settings_are_refused(watch, start, kwargs, field, text):
+def test_bad_poll_settings_are_refused(watch, start, settings, kwargs, field, text):
+    settings.SCHEDULES_MIN_POLL_INTERVAL = kwargs.pop("min", 1)
     with pytest.raises(ValidationError) as caught:
         poll_job(start, **kwargs)
     assert any(text in m for m in caught.value.message_dict[field]), caught.value.message_dict

@@ -398,7 +398,12 @@ def test_a_cancel_while_an_occurrence_runs_plans_nothing_after_it(start):
         (
             {"schedule_type": "rate", "rate_every": 0, "rate_unit": "minutes"},
             "rate_every",
-            "1 or more",
+            "a whole number from 1 to 2147483647",
+        ),
+        (
+            {"schedule_type": "rate", "rate_every": 10**6, "rate_unit": "days"},
+            "rate_every",
+            "every 1000000 days is longer than SCHEDULES_MAX_AHEAD",
         ),
         (
             {"schedule_type": "cron", "cron": "0 9 * * *", "time_zone": "Europe/Pariss"},
@@ -413,7 +418,7 @@ def test_a_cancel_while_an_occurrence_runs_plans_nothing_after_it(start):
         (
             {"schedule_type": "rate", "rate_every": 1, "rate_unit": "hours", "max_runs": 0},
             "max_runs",
-            "1 or more",
+            "a whole number from 1 to 2147483647",
         ),
         (
             {"schedule_type": "rate", "rate_every": 1, "rate_unit": "hours", "due_at": "start"},
