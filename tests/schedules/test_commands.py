@@ -293,7 +293,16 @@ def some_jobs() -> dict[str, Job]:
 
 def test_list_jobs_is_a_table_newest_due_first(some_jobs):
     lines = run("list_jobs").splitlines()
-    assert lines[0].split() == ["ID", "STATUS", "ACTION", "DUE_AT", "(UTC)", "PRECISION", "NAME"]
+    assert lines[0].split() == [
+        "ID",
+        "STATUS",
+        "ACTION",
+        "DUE_AT",
+        "(UTC)",
+        "SCHEDULE",
+        "PRECISION",
+        "NAME",
+    ]
     ids = [int(line.split()[0]) for line in lines[1:-1]]
     order = ["mail", "late", "middle", "early"]
     assert ids == [some_jobs[name].pk for name in order]
@@ -301,7 +310,7 @@ def test_list_jobs_is_a_table_newest_due_first(some_jobs):
     # Fixed width: the action column starts at the same place on every row.
     starts = {line.index("noop") for line in lines if "noop" in line}
     assert len(starts) == 1
-    assert "…" in lines[2] and len(lines[2]) < 120  # long names are clipped
+    assert "…" in lines[2] and len(lines[2]) < 150  # long names are clipped
 
 
 def test_list_jobs_filters(some_jobs):
@@ -356,9 +365,11 @@ def test_show_job_with_its_steps_and_runs(failing_action):
     services.step_execute(step_id=step.pk, version=step.version)
     text = run("show_job", str(job.pk))
     assert f"job {job.pk}  cmd_test_fails  doomed" in text
-    assert "status       failed" in text and "Europe/Paris" in text
+    assert "status          failed" in text and "Europe/Paris" in text
+    assert "schedule        once" in text
     step_line = next(line for line in text.splitlines() if line.strip().startswith(str(step.pk)))
-    assert step_line.split()[1:4] == ["local", "1", "failed"]
+    assert step_line.split()[1:5] == ["0.0", *f"{step.due_at:%Y-%m-%d %H:%M:%S}".split(), "local"]
+    assert step_line.split()[5:7] == ["1", "failed"]
     run_line = next(line for line in text.splitlines() if "the service said no" in line)
     assert run_line.split()[:3] == ["1", "1", "failed"] and "second line" not in text
     assert " s " in run_line  # the lateness

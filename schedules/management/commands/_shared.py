@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import sys
 import zoneinfo
 from pathlib import Path
@@ -16,7 +17,8 @@ from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from schedules.models import Job, Precision, Step
+from schedules.models import Job, MissedPolicy, OverlapPolicy, Precision, ScheduleType, Step
+from schedules.selectors import describe_schedule, job_next_occurrences
 
 EXIT_STATUS = (
     "Exit status: 0 on success; 1 on an error (the message on stderr says what to do; "
@@ -106,9 +108,109 @@ def get_owner(username: str | None) -> Any:
     return user
 
 
+RATE_UNITS = {
+    "s": "seconds",
+    "sec": "seconds",
+    "second": "seconds",
+    "seconds": "seconds",
+    "m": "minutes",
+    "min": "minutes",
+    "minute": "minutes",
+    "minutes": "minutes",
+    "h": "hours",
+    "hour": "hours",
+    "hours": "hours",
+    "d": "days",
+    "day": "days",
+    "days": "days",
+}
+EVERY_RE = re.compile(r"\A\s*(\d+)\s*([a-z]+)\s*\Z")
+
+
+def parse_every(value: str) -> tuple[int, str]:
+    """``"5 minutes"``, ``"30s"``, ``"2h"`` or ``"1 day"`` as (rate_every, rate_unit)."""
+    match = EVERY_RE.match(value.lower())
+    if match is None or match.group(2) not in RATE_UNITS:
+        raise CommandError(
+            f"every: {value!r} is not a rate; use a whole number and a unit, e.g. '5 minutes', "
+            "'30s', '2h' or '1 day' (units: seconds, minutes, hours, days)"
+        )
+    return int(match.group(1)), RATE_UNITS[match.group(2)]
+
+
+def add_rule_options(parser: CommandParser, *, changing: bool = False) -> None:
+    """A recurring job's rule bounds: start, end, maximum runs (and, when ``changing``
+    an existing rule, dropping its end)."""
+    parser.add_argument(
+        "--starts",
+        metavar="ISO8601",
+        help="Recurring jobs: when the rule begins (default: now); a rate counts from it. "
+        "ISO 8601 with a time zone.",
+    )
+    ends = parser.add_mutually_exclusive_group()
+    ends.add_argument(
+        "--ends", metavar="ISO8601", help="Recurring jobs: no occurrence after this time."
+    )
+    if changing:
+        ends.add_argument("--no-end", action="store_true", help="Recurring jobs: drop the end.")
+    parser.add_argument(
+        "--max-runs",
+        type=int,
+        metavar="N",
+        help="Recurring jobs: the job ends after N runs in all.",
+    )
+
+
 def add_job_options(parser: CommandParser) -> None:
     """Options every scheduling command takes besides its payload."""
-    parser.add_argument("--due", required=True, metavar="ISO8601", help=DUE_HELP)
+    when = parser.add_mutually_exclusive_group(required=True)
+    when.add_argument("--due", metavar="ISO8601", help="Run once, at this time. " + DUE_HELP)
+    when.add_argument(
+        "--every",
+        metavar="RATE",
+        help="Run by a rate rule, e.g. '5 minutes', '30s', '2h' or '1 day', counted in elapsed "
+        "time from --starts (at least SCHEDULES_MIN_RATE_SECONDS, 1 s by default).",
+    )
+    when.add_argument(
+        "--cron",
+        metavar="EXPR",
+        help="Run by a 5-field cron rule read in --time-zone, e.g. '0 9 * * 1-5' (09:00 on "
+        "weekdays); daylight-saving changes neither skip nor double a run.",
+    )
+    add_rule_options(parser)
+    parser.add_argument(
+        "--missed",
+        choices=MissedPolicy.values,
+        default=MissedPolicy.RUN_ONCE,
+        help="Recurring jobs, when behind (a later occurrence already due as one is taken): "
+        "run_once runs once for all of them (default), run_all runs each, skip runs none.",
+    )
+    parser.add_argument(
+        "--overlap",
+        choices=OverlapPolicy.values,
+        default=OverlapPolicy.SKIP,
+        help="Recurring jobs, an occurrence due while the previous one is going: skip it "
+        "(default) or allow it to run alongside.",
+    )
+    parser.add_argument(
+        "--poll-interval",
+        type=int,
+        metavar="SECONDS",
+        help="Actions that poll (http_check): seconds between checks while not done.",
+    )
+    parser.add_argument(
+        "--poll-max-checks",
+        type=int,
+        metavar="N",
+        help="Actions that poll: most checks, the first included (this or --poll-timeout is "
+        "required with --poll-interval).",
+    )
+    parser.add_argument(
+        "--poll-timeout",
+        type=int,
+        metavar="SECONDS",
+        help="Actions that poll: seconds after the first check by which the action must be done.",
+    )
     parser.add_argument(
         "--precision",
         choices=Precision.values,
@@ -128,7 +230,8 @@ def add_job_options(parser: CommandParser) -> None:
         "--time-zone",
         default="UTC",
         metavar="ZONE",
-        help="IANA zone the job is displayed in, e.g. Europe/Paris (default: UTC).",
+        help="IANA zone, e.g. Europe/Paris (default: UTC): --cron is read in it, and the job "
+        "is displayed in it.",
     )
     parser.add_argument("--owner", metavar="USERNAME", help="User who owns the job.")
     parser.add_argument(
@@ -136,10 +239,35 @@ def add_job_options(parser: CommandParser) -> None:
     )
 
 
+def rule_options(options: dict[str, Any]) -> dict[str, Any]:
+    """The schedule fields given by --every, --cron and add_rule_options' options."""
+    fields: dict[str, Any] = {}
+    if options.get("every"):
+        fields["schedule_type"] = ScheduleType.RATE
+        fields["rate_every"], fields["rate_unit"] = parse_every(options["every"])
+    elif options.get("cron"):
+        fields.update(schedule_type=ScheduleType.CRON, cron=options["cron"])
+    if options.get("starts"):
+        fields["starts_at"] = parse_due(options["starts"], field="starts_at")
+    if options.get("ends"):
+        fields["ends_at"] = parse_due(options["ends"], field="ends_at")
+    elif options.get("no_end"):
+        fields["ends_at"] = None
+    if options.get("max_runs") is not None:
+        fields["max_runs"] = options["max_runs"]
+    return fields
+
+
 def job_options(options: dict[str, Any]) -> dict[str, Any]:
     """The job_schedule keyword arguments given by add_job_options' options."""
     return {
-        "due_at": parse_due(options["due"]),
+        "due_at": parse_due(options["due"]) if options["due"] else None,
+        **rule_options(options),
+        "missed_policy": options["missed"],
+        "overlap_policy": options["overlap"],
+        "poll_interval": options["poll_interval"],
+        "poll_max_checks": options["poll_max_checks"],
+        "poll_timeout": options["poll_timeout"],
         "precision": options["precision"],
         "max_attempts": options["max_attempts"],
         "name": options["name"],
@@ -160,9 +288,14 @@ def local_time(value: dt.datetime, zone: str) -> str:
         return ""
 
 
+STEPS_SHOWN = 100
+
+
 def step_as_dict(step: Step) -> dict[str, Any]:
     return {
         "id": step.pk,
+        "sequence": step.sequence,
+        "poll_number": step.poll_number,
         "version": step.version,
         "state": step.state,
         "engine": step.engine,
@@ -184,15 +317,40 @@ def job_as_dict(job: Job, *, payload: bool = False) -> dict[str, Any]:
         "precision": job.precision,
         "due_at": iso(job.due_at),
         "time_zone": job.time_zone,
+        "schedule_type": job.schedule_type,
+        "schedule": describe_schedule(job),
         "max_attempts": job.max_attempts,
         "owner": job.owner.get_username() if job.owner else None,
         "created_at": iso(job.created_at),
     }
+    if job.is_recurring:
+        data.update(
+            rate_every=job.rate_every,
+            rate_unit=job.rate_unit,
+            cron=job.cron,
+            starts_at=iso(job.starts_at),
+            ends_at=iso(job.ends_at),
+            max_runs=job.max_runs,
+            run_count=job.run_count,
+            missed_policy=job.missed_policy,
+            overlap_policy=job.overlap_policy,
+            next_occurrences=[iso(t) for t in job_next_occurrences(job, count=5)],
+        )
+    if job.poll_interval is not None:
+        data.update(
+            poll_interval=job.poll_interval,
+            poll_max_checks=job.poll_max_checks,
+            poll_timeout=job.poll_timeout,
+        )
     if payload:
         data["payload"] = job.payload
-    steps = Step.objects.filter(job=job).order_by("sequence", "pk")[:100]
-    data["steps"] = [step_as_dict(step) for step in steps]
+    data["steps"] = [step_as_dict(step) for step in latest_steps(job)]
     return data
+
+
+def latest_steps(job: Job) -> list[Step]:
+    """The job's latest STEPS_SHOWN steps, latest occurrence and check first (one index range)."""
+    return list(Step.objects.filter(job=job).order_by("-sequence", "-poll_number")[:STEPS_SHOWN])
 
 
 def write_json(command: BaseCommand, data: Any) -> None:

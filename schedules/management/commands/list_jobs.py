@@ -7,12 +7,25 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from schedules.models import Job, PlanStatus
+from schedules.models import Job, PlanStatus, ScheduleType
+from schedules.selectors import describe_schedule
+from schedules.services.jobs import RULE_FIELDS
 
 from ._shared import EXIT_STATUS, iso, parse_due, write_json
 
-COLUMNS = "{id:>8}  {status:<9}  {action:<16}  {due:<19}  {precision:<9}  {name}"
-FIELDS = ("id", "name", "action", "status", "precision", "due_at", "time_zone", "owner_id")
+COLUMNS = "{id:>8}  {status:<9}  {action:<16}  {due:<19}  {schedule:<28}  {precision:<9}  {name}"
+FIELDS = (
+    "id",
+    "name",
+    "action",
+    "status",
+    "precision",
+    "due_at",
+    "time_zone",
+    "owner_id",
+    *RULE_FIELDS,
+    "run_count",
+)
 
 
 def clip(text: str, width: int) -> str:
@@ -23,13 +36,18 @@ class Command(BaseCommand):
     help = (
         "List jobs, latest due time first, at most --limit of them (the query reads no more "
         "rows than that). Filters combine. Prints a fixed-width table (id, status, action, "
-        'due_at in UTC, precision, name), or with --json {"jobs": [...], "more": bool}. '
-        + EXIT_STATUS
+        "due_at in UTC (a recurring job's next occurrence), schedule in words, precision, "
+        'name), or with --json {"jobs": [...], "more": bool}. ' + EXIT_STATUS
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--status", choices=PlanStatus.values, help="Only jobs in this status.")
         parser.add_argument("--action", help="Only jobs running this action, e.g. send_email.")
+        parser.add_argument(
+            "--schedule-type",
+            choices=ScheduleType.values,
+            help="Only one-off jobs (once) or recurring ones (rate, cron).",
+        )
         parser.add_argument(
             "--due-after", metavar="ISO8601", help="Only jobs due at or after this time (aware)."
         )
@@ -51,6 +69,8 @@ class Command(BaseCommand):
             jobs = jobs.filter(status=options["status"])
         if options["action"]:
             jobs = jobs.filter(action=options["action"])
+        if options["schedule_type"]:
+            jobs = jobs.filter(schedule_type=options["schedule_type"])
         if options["due_after"]:
             jobs = jobs.filter(due_at__gte=parse_due(options["due_after"], field="due_after"))
         if options["due_before"]:
@@ -60,9 +80,11 @@ class Command(BaseCommand):
         rows = list(jobs.order_by("-due_at", "-pk")[: limit + 1])
         more, rows = len(rows) > limit, rows[:limit]
         if options["json"]:
-            fields = ("id", "status", "action", "due_at", "precision", "name", "time_zone")
+            fields = ("id", "status", "action", "precision", "name", "time_zone", "schedule_type")
             data = [
-                {f: getattr(job, f) for f in fields} | {"due_at": iso(job.due_at)} for job in rows
+                {f: getattr(job, f) for f in fields}
+                | {"due_at": iso(job.due_at), "schedule": describe_schedule(job)}
+                for job in rows
             ]
             write_json(self, {"jobs": data, "limit": limit, "more": more})
             return
@@ -72,6 +94,7 @@ class Command(BaseCommand):
                 status="STATUS",
                 action="ACTION",
                 due="DUE_AT (UTC)",
+                schedule="SCHEDULE",
                 precision="PRECISION",
                 name="NAME",
             )
@@ -83,6 +106,7 @@ class Command(BaseCommand):
                     status=job.status,
                     action=clip(job.action, 16),
                     due=f"{job.due_at.astimezone(dt.UTC):%Y-%m-%d %H:%M:%S}",
+                    schedule=clip(describe_schedule(job), 28),
                     precision=job.precision,
                     name=clip(job.name, 40),
                 ).rstrip()

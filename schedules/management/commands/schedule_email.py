@@ -22,7 +22,8 @@ from ._shared import (
 
 class Command(BaseCommand):
     help = (
-        "Schedule an email (the send_email action) at --due: to one or more --to addresses, "
+        "Schedule an email (the send_email action) at --due, or by a rule (--every or "
+        "--cron, as schedule_job): to one or more --to addresses, "
         "with a --subject and either a plain --body or a --template from templates/emails/ "
         "rendered with --context. Addresses, subject and template are checked now. Prints the "
         "new job's id, or the job as JSON with --json. " + EXIT_STATUS

@@ -23,10 +23,13 @@ from ._shared import (
 
 class Command(BaseCommand):
     help = (
-        "Schedule one job: run the registered action --action with a JSON payload at --due. "
-        "The payload is checked against the action's schema and the due time against the "
-        "rules (time zone required, SCHEDULES_PAST_GRACE, SCHEDULES_MAX_AHEAD). Prints the "
-        "new job's id, or the job as JSON with --json. " + EXIT_STATUS
+        "Schedule a job: run the registered action --action with a JSON payload once at "
+        "--due, or by a rule, --every (a rate) or --cron, from --starts to --ends or for "
+        "--max-runs runs. The payload is checked against the action's schema, the due time "
+        "against the rules (time zone required, SCHEDULES_PAST_GRACE, SCHEDULES_MAX_AHEAD), "
+        "and a rule when it is given (a bad cron, zone or rate is refused, naming it). A "
+        "polling action (http_check) needs --poll-interval and a limit. Prints the new job's "
+        "id, or the job as JSON with --json. " + EXIT_STATUS
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
