@@ -38,15 +38,22 @@ def test_readme_has_the_two_commands_and_ci_runs_the_test_one():
     assert test in (ROOT / ".ci" / "run").read_text()
 
 
+def api_example(index: int) -> dict[str, object]:
+    """The names defined by the index-th Python example of docs/api.md."""
+    source = (ROOT / "docs" / "api.md").read_text()
+    examples = re.findall(r"```python\n(.+?)\n```", source, re.S)
+    assert len(examples) == 2
+    namespace: dict[str, object] = {}
+    exec(compile(examples[index], "docs/api.md", "exec"), namespace)
+    return namespace
+
+
 def test_the_in_app_api_example_schedules_and_cancels_an_email(django_user_model):
     from django.test import RequestFactory
 
     from schedules.models import Job, PlanStatus
 
-    source = (ROOT / "docs" / "api.md").read_text()
-    (example,) = re.findall(r"```python\n(.+?)\n```", source, re.S)
-    namespace: dict[str, object] = {}
-    exec(compile(example, "docs/api.md", "exec"), namespace)
+    namespace = api_example(0)
     user = django_user_model.objects.create_user("ada", email="ada@example.com")
     request = RequestFactory().post("/remind-me/")
     request.user = user
@@ -64,3 +71,24 @@ def test_the_in_app_api_example_schedules_and_cancels_an_email(django_user_model
 
     user.email = "not an address"
     assert namespace["remind_me"](request).status_code == 400  # type: ignore[operator]
+
+
+def test_the_in_app_api_example_of_recurring_and_polling_jobs(django_user_model, settings):
+    from zoneinfo import ZoneInfo
+
+    from schedules.selectors import job_next_occurrences
+
+    namespace = api_example(1)
+    user = django_user_model.objects.create_user("ada", email="ada@example.com")
+    report = namespace["weekly_report"](user)  # type: ignore[operator]
+    assert report.schedule_type == "cron" and report.max_runs == 10
+    mondays = job_next_occurrences(report, count=3)
+    for when in mondays:
+        local = when.astimezone(ZoneInfo("Europe/Paris"))
+        assert (local.weekday(), local.hour, local.minute) == (0, 8, 0)
+    assert report.steps.count() == 1  # one timer: the next Monday
+
+    settings.SCHEDULES_HTTP_CHECK_ALLOWED_HOSTS = ["exports.example.com"]
+    url = "https://exports.example.com/exports/7"
+    export = namespace["wait_for_export"](user, url)  # type: ignore[operator]
+    assert (export.poll_interval, export.poll_timeout, export.payload["url"]) == (60, 3600, url)

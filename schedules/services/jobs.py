@@ -378,7 +378,7 @@ def email_schedule(
     *,
     to: list[str],
     subject: str,
-    due_at: dt.datetime,
+    due_at: dt.datetime | None = None,
     body: str = "",
     html_body: str = "",
     template: str = "",
@@ -388,7 +388,8 @@ def email_schedule(
     from_email: str = "",
     **job_options: Any,
 ) -> Job:
-    """Schedule an email (see workers.actions.email.EmailPayload for the fields)."""
+    """Schedule an email (see workers.actions.email.EmailPayload for the fields): once at
+    ``due_at``, or by a rule given in ``job_options`` (``job_schedule``'s arguments)."""
     payload: dict[str, Any] = {"to": to, "subject": subject}
     optional = {
         "body": body,

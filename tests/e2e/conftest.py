@@ -174,6 +174,7 @@ def start_stack(
         "SCHEDULES_RECORDING_BACKEND": "http",
         "SCHEDULES_RECORDING_URL": f"http://127.0.0.1:{recording.port}",
         "SCHEDULES_RECORDING_ALLOWED_HOSTS": "127.0.0.1",
+        "SCHEDULES_HTTP_CHECK_ALLOWED_HOSTS": "127.0.0.1",
         "PYTHONUNBUFFERED": "1",
         **extra_env,
     }

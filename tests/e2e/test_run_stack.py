@@ -113,6 +113,10 @@ def test_run_stack_runs_a_job_added_in_the_admin(tmp_path):
                 "time_zone": "UTC",
                 "precision": "precise",
                 "max_attempts": "3",
+                # The selects the page shows, left at their defaults.
+                "schedule_type": "once",
+                "missed_policy": "run_once",
+                "overlap_policy": "skip",
             },
         )
         assert "was added successfully" in page, page[:3000]
