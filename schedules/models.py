@@ -111,6 +111,9 @@ class Job(models.Model):
     run_count = models.PositiveIntegerField(
         default=0, editable=False, help_text="Occurrences run so far (counted against max_runs)."
     )
+    last_sequence = models.PositiveIntegerField(
+        default=0, editable=False, help_text="The highest occurrence number planned so far."
+    )
     missed_policy = models.CharField(
         max_length=8,
         choices=MissedPolicy.choices,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from typing import Protocol
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
@@ -77,7 +78,20 @@ def lateness_by_engine(
     return report
 
 
-def rule_for(job: Job) -> recurrence.Rule | None:
+class RuleFields(Protocol):
+    """A job's rule fields: a ``Job``, or the worker's ``services.rows.JobPlan``."""
+
+    schedule_type: str
+    starts_at: dt.datetime | None
+    rate_every: int | None
+    rate_unit: str
+    cron: str
+    time_zone: str
+    ends_at: dt.datetime | None
+    max_runs: int | None
+
+
+def rule_for(job: RuleFields) -> recurrence.Rule | None:
     """The job's recurrence rule, or None for a one-off job."""
     if job.schedule_type == ScheduleType.ONCE:
         return None

@@ -53,6 +53,10 @@ class Engine(abc.ABC):
 
     #: Name under which the engine is selected in SCHEDULES_ENGINES.
     name: str = ""
+    #: The step row itself is the timer (the local engine): a step written in a
+    #: transaction is armed by its commit and gone with its rollback, so it may be
+    #: written armed in that transaction instead of synced after the commit.
+    row_is_timer: bool = False
 
     @property
     def release_overdue_after(self) -> float | None:

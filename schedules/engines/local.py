@@ -25,6 +25,7 @@ def wake_dispatchers() -> None:
 
 class LocalEngine(Engine):
     name = "local"
+    row_is_timer = True
 
     @property
     def release_overdue_after(self) -> float | None:

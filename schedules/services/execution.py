@@ -12,7 +12,6 @@ Rare paths (skips, re-arms, takeovers) use the ORM.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 import random
 import time
@@ -21,10 +20,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
-from django.db import connection, models, transaction
+from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
-from django.utils.dateparse import parse_datetime
 from pydantic import ValidationError as PydanticValidationError
 
 from workers.actions import ActionContext, ActionError, NotDone, TransientError, get_action
@@ -41,6 +39,7 @@ from ..models import (
     StepState,
 )
 from . import plans
+from .rows import from_db_datetime, json_from_db, to_db
 from .sync import steps_sync_on_commit
 
 logger = logging.getLogger(__name__)
@@ -93,39 +92,13 @@ def retry_delay(attempt: int) -> float:
     return ceiling / 2 + random.uniform(0, ceiling / 2)
 
 
-# --- SQL values, as the model fields would write and read them ------------------------------
-
-
-def _to_db(model: type[Job | Run | Step], field: str, value: Any) -> Any:
-    column = model._meta.get_field(field)
-    assert isinstance(column, models.Field)
-    return column.get_db_prep_value(value, connection)
-
-
-def _from_db_datetime(value: Any) -> dt.datetime | None:
-    """A datetime column's value: aware UTC (SQLite hands back text)."""
-    if value is None:
-        return None
-    if isinstance(value, str):
-        value = parse_datetime(value)
-    assert isinstance(value, dt.datetime)
-    return value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)
-
-
-def _json_from_db(raw: Any) -> dict[str, Any]:
-    """A JSON column's value: SQLite (and Django's psycopg setup) hand back text."""
-    value = json.loads(raw) if isinstance(raw, str | bytes) else raw
-    assert isinstance(value, dict)
-    return value
-
-
 def _read_step(step_id: int) -> StepRow | None:
     with connection.cursor() as cursor:
         cursor.execute(f"SELECT {STEP_COLUMNS} FROM {STEP_TABLE} WHERE id = %s", [step_id])
         row = cursor.fetchone()
     if row is None:
         return None
-    due_at = _from_db_datetime(row[4])
+    due_at = from_db_datetime(row[4])
     assert due_at is not None
     return StepRow(
         pk=row[0],
@@ -135,7 +108,7 @@ def _read_step(step_id: int) -> StepRow | None:
         due_at=due_at,
         version=row[5],
         state=row[6],
-        lease_until=_from_db_datetime(row[7]),
+        lease_until=from_db_datetime(row[7]),
         attempts=row[8],
         max_attempts=row[9],
         engine=row[10],
@@ -230,14 +203,14 @@ def _claim(
     )
     params = [
         StepState.RUNNING.value,
-        _to_db(Step, "lease_until", lease_until),
+        to_db(Step, "lease_until", lease_until),
         step.pk,
         version,
         step.state,
     ]
     if takeover:
         sql += " AND lease_until = %s"
-        params.append(_to_db(Step, "lease_until", step.lease_until))
+        params.append(to_db(Step, "lease_until", step.lease_until))
     notes: list[str] = []
     uncertain = takeover and _has_side_effects(step.action)
     status = RunStatus.RUNNING
@@ -294,8 +267,8 @@ def _insert_run(run: Run) -> int:
         run.version,
         run.attempt,
         run.status,
-        _to_db(Run, "due_at", run.due_at),
-        _to_db(Run, "started_at", run.started_at),
+        to_db(Run, "due_at", run.due_at),
+        to_db(Run, "started_at", run.started_at),
         run.error,
         run.uncertain,
         run.note,
@@ -323,7 +296,7 @@ def _payload_for(step: StepRow) -> dict[str, Any]:
         if step.job_id:
             cursor.execute(f"SELECT payload FROM {JOB_TABLE} WHERE id = %s", [step.job_id])
             (raw,) = cursor.fetchone()
-            return _json_from_db(raw)
+            return json_from_db(raw)
         assert step.classroom_id is not None
         cursor.execute(
             f"SELECT recording_service_ref FROM {Classroom._meta.db_table} WHERE id = %s",
@@ -405,12 +378,12 @@ def _settle_step(
     params: list[Any] = [new_state]
     if retry_at is not None:
         sets += ", version = version + 1, due_at = %s"
-        params.append(_to_db(Step, "due_at", retry_at))
+        params.append(to_db(Step, "due_at", retry_at))
     params += [
         step.pk,
         run.version,
         StepState.RUNNING.value,
-        _to_db(Step, "lease_until", lease_until),
+        to_db(Step, "lease_until", lease_until),
     ]
     with connection.cursor() as cursor:
         cursor.execute(
@@ -428,12 +401,12 @@ def _save_run(run: Run) -> None:
             "started_at = %s, lateness = %s, finished_at = %s WHERE id = %s",
             [
                 run.status,
-                _to_db(Run, "result", run.result),
+                to_db(Run, "result", run.result),
                 run.error,
                 run.note,
-                _to_db(Run, "started_at", run.started_at),
-                _to_db(Run, "lateness", run.lateness),
-                _to_db(Run, "finished_at", run.finished_at),
+                to_db(Run, "started_at", run.started_at),
+                to_db(Run, "lateness", run.lateness),
+                to_db(Run, "finished_at", run.finished_at),
                 run.pk,
             ],
         )

@@ -39,7 +39,7 @@ from ..validation import (
     check_time_zone,
     seconds_text,
 )
-from .plans import job_pending_step, job_plan_step, last_sequence
+from .plans import job_pending_step, job_plan_step
 from .sync import steps_sync_on_commit
 
 NAME_MAX = 200
@@ -426,7 +426,7 @@ def _replan(job: Job, first: dt.datetime) -> None:
     elif job.status == PlanStatus.RUNNING or planned is not None:
         return
     job.due_at = first
-    job_plan_step(job, first, sequence=last_sequence(job.pk) + 1)
+    job_plan_step(job, first, sequence=job.last_sequence + 1)
 
 
 @transaction.atomic

@@ -26,15 +26,17 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from typing import Any, Protocol
 
-from django.db.models import Max
+from django.conf import settings
 from django.utils import timezone
 
 from .. import recurrence
-from ..engines import engine_name_for_precision
+from ..engines import engine_name_for_precision, get_engine
 from ..models import (
     FINAL_STATES,
     PENDING_STATES,
+    ArmState,
     Job,
     MissedPolicy,
     OverlapPolicy,
@@ -46,30 +48,58 @@ from ..models import (
     StepState,
 )
 from ..selectors import rule_for
+from .rows import JobPlan, job_plan_lock, job_plan_save
+from .sync import timer_for
 
 #: Missed occurrences counted one by one, at most (notes say "at least" beyond).
 MISSED_COUNT_CAP = 1000
 
 
-def job_plan_step(job: Job, due_at: dt.datetime, *, sequence: int, poll_number: int = 0) -> Step:
-    """A new pending step of ``job`` (its post_save arms it after the commit)."""
-    return Step.objects.create(
-        job=job,
+class PlannedJob(Protocol):
+    """What planning a step reads of its job: a ``Job``, or the worker's ``JobPlan``."""
+
+    pk: Any
+    action: str
+    precision: str
+    max_attempts: int
+    schedule_type: str
+    last_sequence: int
+
+
+def job_plan_step(
+    job: PlannedJob, due_at: dt.datetime, *, sequence: int, poll_number: int = 0
+) -> Step:
+    """A new pending step of ``job``; the caller saves ``job`` (its ``last_sequence``).
+
+    With an engine whose timer is the row itself (local), the step is armed by this
+    transaction's commit, so it is written armed (if within the horizon) and the
+    dispatchers are woken (PostgreSQL delivers the NOTIFY at the commit); with any
+    other engine its post_save syncs it after the commit.
+    """
+    name = engine_name_for_precision(job.precision)
+    step = Step(
+        job_id=job.pk,
         action=job.action,
         sequence=sequence,
         poll_number=poll_number,
         due_at=due_at,
         precision=job.precision,
-        engine=engine_name_for_precision(job.precision),
+        engine=name,
         max_attempts=job.max_attempts,
         recurring=job.schedule_type != ScheduleType.ONCE,
     )
-
-
-def last_sequence(job_id: int) -> int:
-    """The highest occurrence number of the job's steps (one seek on the unique index)."""
-    value = Step.objects.filter(job_id=job_id).aggregate(last=Max("sequence"))["last"]
-    return int(value or 0)
+    job.last_sequence = max(job.last_sequence, sequence)
+    engine = get_engine(name)
+    if not engine.row_is_timer:
+        step.save()
+        return step
+    horizon = timezone.now() + dt.timedelta(seconds=settings.SCHEDULES_ARM_HORIZON)
+    if due_at <= horizon:
+        step.arm_state, step.armed_version, step.armed_engine = ArmState.ARMED, 1, name
+    (step,) = Step.objects.bulk_create([step])  # no post_save: nothing to sync after
+    if step.arm_state == ArmState.ARMED:
+        engine.arm(timer_for(step))
+    return step
 
 
 def job_pending_step(job: Job) -> Step | None:
@@ -101,11 +131,13 @@ def _occurrence_start(job_id: int, sequence: int) -> tuple[dt.datetime, dt.datet
     return step.due_at, taken or step.due_at
 
 
-def _plan_successor(job: Job, *, sequence: int, due_at: dt.datetime, taken_at: dt.datetime) -> None:
-    """Plan the occurrence after ``sequence``, unless a later one is planned already."""
-    last = last_sequence(job.pk)
-    if last > sequence:
-        return
+def _plan_successor(
+    job: JobPlan, *, sequence: int, due_at: dt.datetime, taken_at: dt.datetime
+) -> bool:
+    """Plan the occurrence after ``sequence`` unless a later one is planned already (a
+    retry, a takeover, a rule changed meanwhile). Whether one is planned now."""
+    if job.last_sequence > sequence:
+        return True
     rule = rule_for(job)
     assert rule is not None
     nxt = recurrence.successor(
@@ -116,31 +148,23 @@ def _plan_successor(job: Job, *, sequence: int, due_at: dt.datetime, taken_at: d
         run_all_missed=job.missed_policy == MissedPolicy.RUN_ALL,
         runs_so_far=job.run_count,
     )
-    if nxt is not None:
-        job.due_at = nxt
-        job_plan_step(job, nxt, sequence=last + 1)
+    if nxt is None:
+        return False
+    job.due_at = nxt
+    job_plan_step(job, nxt, sequence=job.last_sequence + 1)
+    return True
 
 
-def _save_status(job: Job, *, since_sequence: int, outcome: str) -> None:
-    """Running while one of its steps runs, scheduled while one is pending, else over:
-    failed if this last step failed, otherwise succeeded (a recurring job whose rule
-    ended). Only this and later occurrences are looked at (an index range). A
-    cancelled job stays cancelled."""
-    if job.status != PlanStatus.CANCELLED:
-        states = set(
-            Step.objects.filter(job=job, sequence__gte=since_sequence)
-            .exclude(state__in=FINAL_STATES)
-            .values_list("state", flat=True)
-        )
-        if StepState.RUNNING in states:
-            job.status = PlanStatus.RUNNING
-        elif states:
-            job.status = PlanStatus.SCHEDULED
-        elif outcome == StepState.FAILED:
-            job.status = PlanStatus.FAILED
-        else:
-            job.status = PlanStatus.SUCCEEDED
-    job.save(update_fields=["status", "due_at", "run_count", "updated_at"])
+def _later_steps_status(job: JobPlan, sequence: int) -> str | None:
+    """running or scheduled if a step of a later occurrence is (overlap allow), else None."""
+    states = set(
+        Step.objects.filter(job_id=job.pk, sequence__gt=sequence)
+        .exclude(state__in=FINAL_STATES)
+        .values_list("state", flat=True)
+    )
+    if StepState.RUNNING in states:
+        return PlanStatus.RUNNING
+    return PlanStatus.SCHEDULED if states else None
 
 
 @dataclass(frozen=True)
@@ -163,17 +187,17 @@ def occurrence_taken(
     """An occurrence was claimed (attempt ``attempt``): apply the missed policy, count
     the run, and with overlap ``allow`` plan the next occurrence now. A skipped
     occurrence's step is cancelled here."""
-    job = Job.objects.select_for_update().get(pk=job_id)
+    job = job_plan_lock(job_id)
     if attempt > 1:  # a retry or a takeover of an occurrence already counted
-        _save_status(job, since_sequence=sequence, outcome=StepState.RUNNING)
+        job_plan_save(job, PlanStatus.RUNNING)
         return Taken()
     rule = rule_for(job)
     assert rule is not None
     behind = recurrence.count_due(rule, due_at, now, cap=MISSED_COUNT_CAP)
     if behind and job.missed_policy == MissedPolicy.SKIP:
         Step.objects.filter(pk=step_id).update(state=StepState.CANCELLED, lease_until=None)
-        _plan_successor(job, sequence=sequence, due_at=due_at, taken_at=now)
-        _save_status(job, since_sequence=sequence, outcome=StepState.SUCCEEDED)
+        planned = _plan_successor(job, sequence=sequence, due_at=due_at, taken_at=now)
+        job_plan_save(job, PlanStatus.SCHEDULED if planned else PlanStatus.SUCCEEDED)
         return Taken(skip=True, note=f"missed: {_missed_note(behind)}; skipped (missed runs: skip)")
     note = ""
     if behind:
@@ -186,7 +210,7 @@ def occurrence_taken(
     job.run_count += 1
     if job.overlap_policy == OverlapPolicy.ALLOW:
         _plan_successor(job, sequence=sequence, due_at=due_at, taken_at=now)
-    _save_status(job, since_sequence=sequence, outcome=StepState.RUNNING)
+    job_plan_save(job, PlanStatus.RUNNING)
     return Taken(note=note)
 
 
@@ -228,14 +252,25 @@ def step_settled(
     ``check_again_at`` is set when the action was not done yet; ``taken_at`` is when
     this attempt was claimed (the occurrence's own start is looked up when this is
     not its first check's first attempt)."""
-    job = Job.objects.select_for_update().get(pk=job_id)
+    job = job_plan_lock(job_id)
     if check_again_at is not None:
         job.due_at = check_again_at
         job_plan_step(job, check_again_at, sequence=sequence, poll_number=poll_number + 1)
-    elif state == StepState.SCHEDULED:
+        job_plan_save(job, PlanStatus.SCHEDULED)
+        return
+    if state == StepState.SCHEDULED:  # a retry of this step
         job.due_at = due_at
-    elif recurring and job.overlap_policy == OverlapPolicy.SKIP:
+        job_plan_save(job, PlanStatus.SCHEDULED)
+        return
+    planned = False
+    if recurring and job.overlap_policy == OverlapPolicy.SKIP:
         if poll_number or not first_attempt:
             due_at, taken_at = _occurrence_start(job_id, sequence)
-        _plan_successor(job, sequence=sequence, due_at=due_at, taken_at=taken_at)
-    _save_status(job, since_sequence=sequence, outcome=state)
+        planned = _plan_successor(job, sequence=sequence, due_at=due_at, taken_at=taken_at)
+    later = None
+    if recurring and job.overlap_policy == OverlapPolicy.ALLOW:
+        later = _later_steps_status(job, sequence)  # planned when this one was taken
+    if planned or later:
+        job_plan_save(job, later or PlanStatus.SCHEDULED)
+    else:  # over: the rule ended (or a one-off check finished)
+        job_plan_save(job, PlanStatus.FAILED if state == StepState.FAILED else PlanStatus.SUCCEEDED)

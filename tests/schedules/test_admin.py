@@ -908,6 +908,7 @@ def test_step_filters_and_search_by_id(admin_client):
     job = make_job()
     step = job.steps.get()
     other = make_job().steps.get()
+    Step.objects.filter(pk=step.pk).update(arm_state=ArmState.ERROR)
     Step.objects.filter(pk=other.pk).update(
         state=StepState.QUEUED, arm_state=ArmState.ARMED, engine="elsewhere"
     )
