@@ -4,11 +4,7 @@ by the worker, armed after its commit, released by the dispatcher and run once."
 from __future__ import annotations
 
 import datetime as dt
-import json
-import threading
 import time
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -16,6 +12,7 @@ from django.utils import timezone
 
 from schedules import services
 from schedules.models import PENDING_STATES, Job, PlanStatus, Run, RunStatus, StepState
+from tests.status_service import TaskStatus, task_status
 
 from .conftest import Stack
 
@@ -61,46 +58,17 @@ def test_a_job_every_two_seconds_runs_three_times_and_stops_at_its_end(stack: St
     assert job.run_count == 3 and not job.steps.filter(state__in=PENDING_STATES).exists()
 
 
-class TaskStatus(BaseHTTPRequestHandler):
-    """A long task's status endpoint: Pending, Running, then Stopped."""
-
-    answers: list[str] = []
-    seen: list[float] = []
-
-    def do_GET(self) -> None:
-        TaskStatus.seen.append(time.time())
-        state = TaskStatus.answers.pop(0) if TaskStatus.answers else "Stopped"
-        body = json.dumps({"state": state}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
-@pytest.fixture
-def task_status(settings: Any) -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), TaskStatus)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    TaskStatus.answers = ["Pending", "Running", "Stopped"]
-    TaskStatus.seen = []
-    settings.SCHEDULES_HTTP_CHECK_ALLOWED_HOSTS = ["127.0.0.1"]
-    yield f"http://127.0.0.1:{server.server_port}/tasks/7"
-    server.shutdown()
-
-
-def test_a_poll_job_completes_on_its_third_check(stack: Stack, task_status: str) -> None:
-    job = services.job_schedule(
-        action="http_check",
-        due_at=timezone.now() + dt.timedelta(seconds=1),
-        payload={"url": task_status, "field": "state", "equals": "Stopped"},
-        poll_interval=1,
-        poll_max_checks=5,
-    )
-    wait_for(job, PlanStatus.SUCCEEDED, 30, stack)
+def test_a_poll_job_completes_on_its_third_check(stack: Stack, settings: Any) -> None:
+    settings.SCHEDULES_HTTP_CHECK_ALLOWED_HOSTS = ["127.0.0.1"]  # the worker's: stack env
+    with task_status("Pending", "Running", "Stopped") as url:
+        job = services.job_schedule(
+            action="http_check",
+            due_at=timezone.now() + dt.timedelta(seconds=1),
+            payload={"url": url, "field": "task.state", "equals": "Stopped"},
+            poll_interval=1,
+            poll_max_checks=5,
+        )
+        wait_for(job, PlanStatus.SUCCEEDED, 30, stack)
     runs = list(Run.objects.filter(job=job).order_by("due_at"))
     assert [(r.status, r.result["value"]) for r in runs] == [
         (RunStatus.NOT_DONE, "Pending"),

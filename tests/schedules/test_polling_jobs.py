@@ -4,10 +4,7 @@ its action reports done, it has made its maximum number of checks, or its deadli
 from __future__ import annotations
 
 import datetime as dt
-import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -17,6 +14,7 @@ from django.utils import timezone
 
 from schedules import services
 from schedules.models import Job, PlanStatus, Run, RunStatus, Step, StepState
+from tests.status_service import task_status
 from workers.actions import NotDone, TransientError, register
 from workers.actions.base import REGISTRY
 from workers.actions.noop import NoopPayload
@@ -209,65 +207,43 @@ def test_an_action_not_done_without_poll_settings_fails(start):
 # --- The real http_check action over HTTP --------------------------------------------------------
 
 
-class StatusService(BaseHTTPRequestHandler):
-    """Answers each GET with the next queued status, as a long task's status endpoint."""
-
-    statuses: list[str] = []
-
-    def do_GET(self) -> None:
-        status = StatusService.statuses.pop(0) if StatusService.statuses else "Running"
-        body = json.dumps({"task": {"state": status}}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
 @pytest.fixture
-def status_url(settings: Any) -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), StatusService)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+def allow_local(settings: Any) -> None:
     settings.SCHEDULES_HTTP_CHECK_ALLOWED_HOSTS = ["127.0.0.1"]
-    yield f"http://127.0.0.1:{server.server_port}/tasks/42"
-    server.shutdown()
 
 
-def test_http_check_waits_until_the_task_reports_stopped(status_url, start):
-    StatusService.statuses = ["Pending", "Running", "Stopped"]
-    job = services.job_schedule(
-        action="http_check",
-        due_at=start,
-        payload={"url": status_url, "field": "task.state", "equals": "Stopped"},
-        poll_interval=10,
-        poll_max_checks=5,
-    )
-    runs = [check(job) for _ in range(3)]
+def test_http_check_waits_until_the_task_reports_stopped(allow_local, start):
+    with task_status("Pending", "Running", "Stopped") as status_url:
+        job = services.job_schedule(
+            action="http_check",
+            due_at=start,
+            payload={"url": status_url, "field": "task.state", "equals": "Stopped"},
+            poll_interval=10,
+            poll_max_checks=5,
+        )
+        runs = [check(job) for _ in range(3)]
     assert [r.status for r in runs] == [RunStatus.NOT_DONE, RunStatus.NOT_DONE, RunStatus.SUCCEEDED]
     assert [r.result["value"] for r in runs] == ["Pending", "Running", "Stopped"]
     job.refresh_from_db()
     assert job.status == PlanStatus.SUCCEEDED
 
 
-def test_http_check_fails_the_job_on_a_failure_state(status_url, start):
-    StatusService.statuses = ["Running", "Failed"]
-    job = services.job_schedule(
-        action="http_check",
-        due_at=start,
-        payload={
-            "url": status_url,
-            "field": "task.state",
-            "equals": "Stopped",
-            "fail_on": ["Failed"],
-        },
-        poll_interval=10,
-        poll_timeout=600,
-    )
-    assert check(job).status == RunStatus.NOT_DONE
-    failed = check(job)
+def test_http_check_fails_the_job_on_a_failure_state(allow_local, start):
+    with task_status("Running", "Failed") as status_url:
+        job = services.job_schedule(
+            action="http_check",
+            due_at=start,
+            payload={
+                "url": status_url,
+                "field": "task.state",
+                "equals": "Stopped",
+                "fail_on": ["Failed"],
+            },
+            poll_interval=10,
+            poll_timeout=600,
+        )
+        assert check(job).status == RunStatus.NOT_DONE
+        failed = check(job)
     assert failed.status == RunStatus.FAILED and 'task.state reported "Failed"' in failed.error
     job.refresh_from_db()
     assert job.status == PlanStatus.FAILED and pending(job) == []
