@@ -45,7 +45,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-CASES = ("sparse", "rate")
+CASES = ("sparse", "rate", "recurring")
 # Settings a run must not inherit from the shell: the benchmark sets its own.
 SCRUBBED_PREFIXES = (
     "SCHEDULES_",
@@ -71,6 +71,10 @@ class Config:
     sparse_window: float = 60.0
     rate: int = 500
     rate_seconds: float = 30.0
+    recurring_jobs: int = 500
+    recurring_every: int = 1
+    recurring_seconds: float = 30.0
+    burst: bool = False
     grace: float = 60.0
     concurrency: int = 2
     pool: str = "prefork"
@@ -483,16 +487,39 @@ def run_case(case: str, cfg: Config, data_dir: Path) -> dict[str, Any]:
 
         # The due jobs, scheduled in bulk ahead of a window that starts after they are stored.
         phase("schedule due")
+        offsets: list[float] = []
         if case == "sparse":
             n_due, window = cfg.sparse_due, cfg.sparse_window
             offsets = sorted(rng.uniform(0, window) for _ in range(n_due))
-        else:
+        elif case == "rate":
             n_due, window = int(cfg.rate * cfg.rate_seconds), cfg.rate_seconds
-            offsets = [i / cfg.rate for i in range(n_due)]  # evenly spaced: `rate` per second
+            # Evenly spaced, `rate` per second; with --burst each second's `rate` steps are all
+            # due at the same instant (the shape of many jobs on the same minute or second).
+            step = 1.0 / cfg.rate
+            offsets = [(i // cfg.rate if cfg.burst else i * step) for i in range(n_due)]
+        else:
+            # Each recurring job runs every `recurring_every` s through the window: its
+            # occurrences are planned one at a time by the worker, not stored ahead.
+            window = cfg.recurring_seconds
+            per_job = math.ceil(window / cfg.recurring_every)
+            n_due = cfg.recurring_jobs * per_job
         bulk_rate = result["bulk"]["per_second"] or 1000.0
-        lead = 3.0 + 1.5 * n_due / bulk_rate
+        single_rate = result["one_by_one"]["per_second"] or 300.0
+        lead = 3.0 + 1.5 * (len(offsets) / bulk_rate + cfg.recurring_jobs / single_rate)
         window_start = timezone.now() + dt.timedelta(seconds=lead)
-        for i in range(0, n_due, cfg.bulk_chunk):
+        if case == "recurring":
+            last = window_start + dt.timedelta(seconds=(per_job - 1) * cfg.recurring_every)
+            for _ in range(cfg.recurring_jobs):
+                services.job_schedule(
+                    action="bench_mark",
+                    name="due",
+                    schedule_type="rate",
+                    rate_every=cfg.recurring_every,
+                    rate_unit="seconds",
+                    starts_at=window_start,
+                    ends_at=last + dt.timedelta(seconds=cfg.recurring_every / 2),
+                )
+        for i in range(0, len(offsets), cfg.bulk_chunk):
             services.job_schedule_many(
                 jobs=[
                     {
@@ -503,7 +530,11 @@ def run_case(case: str, cfg: Config, data_dir: Path) -> dict[str, Any]:
                     for off in offsets[i : i + cfg.bulk_chunk]
                 ]
             )
-        due = dict(Step.objects.filter(job__name="due").values_list("pk", "due_at"))
+
+        def due_steps() -> dict[int, dt.datetime]:
+            return dict(Step.objects.filter(job__name="due").values_list("pk", "due_at"))
+
+        due = due_steps()
         scheduled_late = (timezone.now() - window_start).total_seconds()
         connection.close()
         result["due"] = {
@@ -533,7 +564,14 @@ def run_case(case: str, cfg: Config, data_dir: Path) -> dict[str, Any]:
             stack.check_alive()
             time.sleep(0.5)
             reader.poll()
-            if all_marked_at is None and all(pk in reader.marks for pk in due):
+            if case == "recurring" and timezone.now() > window_end:
+                due = due_steps()  # the occurrences planned so far
+                connection.close()
+            if (
+                all_marked_at is None
+                and len(due) >= n_due
+                and all(pk in reader.marks for pk in due)
+            ):
                 all_marked_at = time.monotonic()
             if (
                 all_marked_at is not None
@@ -565,6 +603,7 @@ def run_case(case: str, cfg: Config, data_dir: Path) -> dict[str, Any]:
 
         # ------------------------------------------------------------------ analysis
         phase("analyse")
+        due = due_steps()
         lateness: list[float] = []
         first_marks: list[float] = []
         missed: list[int] = []
@@ -583,6 +622,17 @@ def run_case(case: str, cfg: Config, data_dir: Path) -> dict[str, Any]:
             lateness.append(first - due_at.timestamp())
             first_marks.append(first)
             stale_marks += sum(1 for m in marks if m[0] != 1)
+        if case == "recurring":
+            # An occurrence never planned (or planned twice) shows only against the rule.
+            occurrences = Counter(
+                Step.objects.filter(job__name="due", pk__in=list(reader.marks)).values_list(
+                    "job_id", "due_at"
+                )
+            )
+            doubled += sum(1 for c in occurrences.values() if c > 1)
+            missed_count = n_due - len(occurrences)
+        else:
+            missed_count = len(missed)
         unexpected = sorted(pk for pk in reader.marks if pk not in due and pk not in warm_ids)
         # Cross-check with the product's own bookkeeping (Run rows).
         runs = list(
@@ -612,7 +662,7 @@ def run_case(case: str, cfg: Config, data_dir: Path) -> dict[str, Any]:
                     max(first_marks) - window_end.timestamp() if first_marks else None
                 ),
                 "lateness_ms": summary_ms(lateness),
-                "missed": len(missed),
+                "missed": missed_count,
                 "missed_sample": missed[:10],
                 "doubled": doubled,
                 "extra_marks": extra_marks,
@@ -748,9 +798,14 @@ def fmt(value: Any, spec: str = ".1f") -> str:
     return format(value, spec)
 
 
-def targets(results: dict[str, dict[str, Any]]) -> list[tuple[str, str, bool]]:
+def targets(results: dict[str, dict[str, Any]], cfg: Config) -> list[tuple[str, str, bool]]:
     checks: list[tuple[str, str, bool]] = []
-    limits = {"sparse": 20.0, "rate": 100.0}
+    # A burst shape (--burst, and the recurring case) must keep up: done within the second.
+    limits = {
+        "sparse": 20.0,
+        "rate": 1000.0 if cfg.burst else 100.0,
+        "recurring": 1000.0 * cfg.recurring_every,
+    }
     for case, limit in limits.items():
         r = results.get(case)
         if not r or "error" in r:
@@ -834,7 +889,7 @@ def print_report(results: dict[str, dict[str, Any]], cfg: Config) -> list[tuple[
                 f"max {t['claim_batch_size_max']}; claims that found nothing "
                 f"{t['empty_claims']} (p50 {fmt(t['empty_claim_ms']['p50'])} ms)"
             )
-    checks = targets(results)
+    checks = targets(results, cfg)
     print()
     title = "targets (smoke run: sizes reduced)" if cfg.quick else "targets"
     print(title)
@@ -862,6 +917,14 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, Config]:
     p.add_argument("--sparse-window", type=float, help="seconds they are spread over (60)")
     p.add_argument("--rate", type=int, help="due jobs per second in the rate case (500)")
     p.add_argument("--rate-seconds", type=float, help="seconds of the rate case (30)")
+    p.add_argument(
+        "--burst",
+        action="store_true",
+        help="rate case: each second's steps all due at the same instant",
+    )
+    p.add_argument("--recurring-jobs", type=int, help="recurring jobs in the recurring case (500)")
+    p.add_argument("--recurring-every", type=int, help="seconds between a recurring job's runs (1)")
+    p.add_argument("--recurring-seconds", type=float, help="seconds of the recurring case (30)")
     p.add_argument(
         "--grace",
         type=float,
@@ -916,6 +979,8 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, Config]:
         "sparse_window": 20.0,
         "rate": 200,
         "rate_seconds": 10.0,
+        "recurring_jobs": 100,
+        "recurring_seconds": 10.0,
         "grace": 15.0,
         "bulk_chunk": 10_000,
         "idle": 3.0,
@@ -932,6 +997,9 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, Config]:
         "sparse_window",
         "rate",
         "rate_seconds",
+        "recurring_jobs",
+        "recurring_every",
+        "recurring_seconds",
         "grace",
         "idle",
     ):
@@ -941,6 +1009,7 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, Config]:
     cfg.concurrency, cfg.pool, cfg.loglevel = args.concurrency, args.pool, args.loglevel
     cfg.seed, cfg.keep, cfg.quick, cfg.trace = args.seed, args.keep, args.quick, args.trace
     cfg.profile = args.profile
+    cfg.burst = args.burst
     cfg.worker_args = args.worker_arg
     for item in args.env:
         key, sep, value = item.partition("=")
@@ -948,7 +1017,7 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, Config]:
             raise SystemExit(f"--env expects KEY=VALUE, not {item!r}")
         check_loopback(key, value)
         cfg.env[key] = value
-    window = cfg.sparse_window if "sparse" in cfg.cases else cfg.rate_seconds
+    window = max(cfg.sparse_window, cfg.rate_seconds, cfg.recurring_seconds)
     # Generous bound for one case; each case also ends by itself after window + grace.
     cfg.case_timeout = 300 + window + cfg.grace + cfg.pending / 500
     return args, cfg

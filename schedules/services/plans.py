@@ -18,8 +18,9 @@ again after ``poll_interval`` until the action reports done, it has made
 first check's due time (a last check runs at that deadline).
 
 These functions run inside the worker's transactions (``execution``), so a
-step's outcome and the step it plans commit together or not at all, and the
-new step is armed only after that commit.
+step's outcome and the step it plans commit together or not at all; the new
+step's timer exists only once that commit is done (an engine whose timer is the
+row, local, is armed by the commit itself; the others after it).
 """
 
 from __future__ import annotations

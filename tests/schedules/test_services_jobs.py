@@ -303,3 +303,15 @@ def test_changing_precision_moves_the_step_to_the_other_engine(recording_engine,
     assert services.step_execute(step_id=step.pk, version=2).status == RunStatus.SUCCEEDED
     run = Run.objects.get(step=step, status=RunStatus.SUCCEEDED)
     assert run.engine == "local"
+
+
+def test_a_local_step_is_armed_by_its_commit_and_gone_with_a_rollback(now):
+    """The local engine's timer is the row: written armed in the job's transaction."""
+    with pytest.raises(RuntimeError), transaction.atomic():
+        services.job_schedule(action="noop", due_at=now)
+        raise RuntimeError("roll back")
+    assert services.steps_claim_due(limit=10) == []  # nothing for the dispatcher to release
+    job = services.job_schedule(action="noop", due_at=now)
+    step = job.steps.get()
+    assert (step.engine, step.arm_state, step.armed_version) == ("local", ArmState.ARMED, 1)
+    assert services.steps_claim_due(limit=10) == [(step.pk, 1)]
