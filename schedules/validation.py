@@ -92,10 +92,14 @@ def check_time_zone(errors: Errors, field: str, value: str) -> str:
     return value
 
 
-def check_precision(errors: Errors, field: str, value: str) -> str:
-    if value not in Precision.values:
-        errors.add(field, f"must be one of {', '.join(Precision.values)}, not {value!r}")
+def check_choice(errors: Errors, field: str, value: Any, choices: list[str]) -> Any:
+    if value not in choices:
+        errors.add(field, f"must be one of {', '.join(choices)}, not {value!r}")
     return value
+
+
+def check_precision(errors: Errors, field: str, value: str) -> str:
+    return str(check_choice(errors, field, value, Precision.values))
 
 
 def check_max_attempts(errors: Errors, field: str, value: Any) -> Any:

@@ -33,6 +33,7 @@ from ..models import (
 from ..validation import (
     Errors,
     check_action_payload,
+    check_choice,
     check_due,
     check_max_attempts,
     check_precision,
@@ -116,11 +117,6 @@ def _whole(
         return
     if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= maximum:
         errors.add(field, f"must be a whole number from 1 to {maximum}{rule}")
-
-
-def _choice(errors: Errors, field: str, value: Any, choices: list[str]) -> None:
-    if value not in choices:
-        errors.add(field, f"must be one of {', '.join(choices)}, not {value!r}")
 
 
 def _check_poll(errors: Errors, action: str, schedule: Schedule) -> None:
@@ -231,8 +227,8 @@ def _check_rule(
 
 def _check_options(errors: Errors, action: str, schedule: Schedule) -> None:
     """The policies and poll limits, which apply whatever the rule."""
-    _choice(errors, "missed_policy", schedule.missed_policy, MissedPolicy.values)
-    _choice(errors, "overlap_policy", schedule.overlap_policy, OverlapPolicy.values)
+    check_choice(errors, "missed_policy", schedule.missed_policy, MissedPolicy.values)
+    check_choice(errors, "overlap_policy", schedule.overlap_policy, OverlapPolicy.values)
     _check_poll(errors, action, schedule)
 
 
@@ -246,7 +242,7 @@ def _check_timing(
     now: dt.datetime,
 ) -> dt.datetime | None:
     """A due time for a one-off job, a rule for a recurring one; the first due time (UTC)."""
-    _choice(errors, "schedule_type", schedule.schedule_type, ScheduleType.values)
+    check_choice(errors, "schedule_type", schedule.schedule_type, ScheduleType.values)
     if schedule.schedule_type == ScheduleType.ONCE:
         for name in RULE_FIELDS[1:]:
             if getattr(schedule, name) not in (None, ""):
