@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import os
 import time
+from collections import defaultdict
 from pathlib import Path
 
 from django.conf import settings
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from workers.actions.base import ActionContext, register
 
@@ -30,6 +31,8 @@ _fd_pid: int | None = None
 
 class BenchPayload(BaseModel):
     model_config = ConfigDict(extra="forbid")
+    #: Seconds the action lasts after its mark (the fault suite kills workers mid-action).
+    seconds: float = Field(default=0.0, ge=0, le=600)
 
 
 def marks_dir(data_dir: Path | str | None = None) -> Path:
@@ -57,6 +60,31 @@ def bench_mark(ctx: ActionContext, payload: BenchPayload) -> None:
     started = time.time()
     line = f"{ctx.step_id} {ctx.version} {ctx.attempt} {started:.6f} {os.getpid()}\n"
     os.write(_marks_fd(), line.encode())
+    if payload.seconds:
+        time.sleep(payload.seconds)
+
+
+class MarkReader:
+    """Reads the marks files incrementally: {step_id: [(version, attempt, unix_time, pid)]}."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.offsets: dict[Path, int] = {}
+        self.marks: dict[int, list[tuple[int, int, float, int]]] = defaultdict(list)
+
+    def poll(self) -> None:
+        if not self.folder.exists():
+            return
+        for path in sorted(self.folder.glob("marks-*.txt")):
+            offset = self.offsets.get(path, 0)
+            with path.open("rb") as f:
+                f.seek(offset)
+                chunk = f.read()
+            end = chunk.rfind(b"\n") + 1  # only whole lines
+            for line in chunk[:end].decode().splitlines():
+                step, version, attempt, at, pid = line.split()
+                self.marks[int(step)].append((int(version), int(attempt), float(at), int(pid)))
+            self.offsets[path] = offset + end
 
 
 if os.environ.get("BENCH_TRACE") == "1":

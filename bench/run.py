@@ -149,29 +149,6 @@ def check_loopback(key: str, value: str) -> None:
             raise SystemExit(f"--env {key}: only loopback hosts are allowed, not {host!r}")
 
 
-class MarkReader:
-    """Reads the marks files incrementally: {step_id: [(version, attempt, unix_time, pid)]}."""
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-        self.offsets: dict[Path, int] = {}
-        self.marks: dict[int, list[tuple[int, int, float, int]]] = defaultdict(list)
-
-    def poll(self) -> None:
-        if not self.folder.exists():
-            return
-        for path in sorted(self.folder.glob("marks-*.txt")):
-            offset = self.offsets.get(path, 0)
-            with path.open("rb") as f:
-                f.seek(offset)
-                chunk = f.read()
-            end = chunk.rfind(b"\n") + 1  # only whole lines
-            for line in chunk[:end].decode().splitlines():
-                step, version, attempt, at, pid = line.split()
-                self.marks[int(step)].append((int(version), int(attempt), float(at), int(pid)))
-            self.offsets[path] = offset + end
-
-
 class Sampler(threading.Thread):
     """Samples RSS of the dispatcher and the worker (main + pool children) every ~100 ms."""
 
@@ -356,7 +333,7 @@ def run_case(case: str, cfg: Config, data_dir: Path) -> dict[str, Any]:
     from django.db import connection
     from django.utils import timezone
 
-    from bench.actions import marks_dir
+    from bench.actions import MarkReader, marks_dir
     from schedules import services
     from schedules.models import Run, RunStatus, Step
 

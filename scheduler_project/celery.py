@@ -26,9 +26,15 @@ def _configure() -> None:
         task_reject_on_worker_lost=True,
         task_ignore_result=True,
         task_default_queue=settings.CELERY_TASK_DEFAULT_QUEUE,
-        worker_prefetch_multiplier=4,
+        # One message per pool process, the one it runs: a worker that dies takes no
+        # unstarted message with it (the steps of the one it ran are held under a lease,
+        # released again by the dispatcher's recovery pass once it lapses).
+        worker_prefetch_multiplier=1,
         worker_hijack_root_logger=False,
         broker_connection_retry_on_startup=True,
+        # Reconnect to a broker that went away for as long as it takes (Celery's default
+        # gives up after 100 tries, about 46 minutes, and the worker exits).
+        broker_connection_max_retries=None,
         accept_content=["json"],
         task_serializer="json",
     )
@@ -45,6 +51,10 @@ def _configure() -> None:
         }
         # The folder transport has no broadcast for remote control.
         app.conf.worker_enable_remote_control = False
+    elif settings.CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
+        # kombu's Redis transport with channels that survive a Redis restart
+        # (workers/redis_transport.py says why).
+        app.conf.broker_transport = "workers.redis_transport:Transport"
     elif settings.CELERY_BROKER_URL.startswith("sqs://"):
         _configure_sqs(settings)
 
@@ -68,10 +78,8 @@ def _configure_sqs(settings: Any) -> None:
     }
     app.conf.task_create_missing_queues = False
     app.conf.worker_enable_remote_control = False
-    # A received SQS message's visibility clock runs while it waits in the worker.
-    # Reserving one message per process (acks_late: the running one) means none
-    # waits behind another task, so none can outlive its visibility and run twice.
-    app.conf.worker_prefetch_multiplier = 1
+    # (One message per process also matters here: a received SQS message's visibility
+    # clock runs while it waits in the worker.)
 
 
 _configure()

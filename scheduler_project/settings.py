@@ -254,8 +254,20 @@ SCHEDULES_DEFAULT_MAX_ATTEMPTS = env.int("SCHEDULES_DEFAULT_MAX_ATTEMPTS", defau
 SCHEDULES_MAX_ATTEMPTS_LIMIT = env.int("SCHEDULES_MAX_ATTEMPTS_LIMIT", default=25)
 SCHEDULES_RETRY_BASE = env.float("SCHEDULES_RETRY_BASE", default=2.0)
 SCHEDULES_RETRY_MAX = env.float("SCHEDULES_RETRY_MAX", default=300.0)
-SCHEDULES_LEASE_SECONDS = env.int("SCHEDULES_LEASE_SECONDS", default=300)
+# A step in flight is held by one live process under a lease it renews every quarter
+# lease (a worker while it runs the step, a dispatcher until its publish is done); the
+# recovery pass, every SCHEDULES_RECOVER_INTERVAL, releases the steps of a process whose
+# lease lapsed. docs/reliability.md.
+SCHEDULES_LEASE_SECONDS = env.float("SCHEDULES_LEASE_SECONDS", default=20.0)
+SCHEDULES_DISPATCH_LEASE_SECONDS = env.float("SCHEDULES_DISPATCH_LEASE_SECONDS", default=5.0)
+SCHEDULES_RECOVER_INTERVAL = env.float("SCHEDULES_RECOVER_INTERVAL", default=2.0)
+SCHEDULES_LOST_MESSAGE_GRACE = env.float("SCHEDULES_LOST_MESSAGE_GRACE", default=10.0)
 SCHEDULES_REDELIVER_AFTER = env.int("SCHEDULES_REDELIVER_AFTER", default=300)
+# How long the worker retries a database operation that failed (a restart, a broken
+# connection, a conflict) before it leaves the step to the recovery pass.
+SCHEDULES_DB_RETRY_SECONDS = env.float("SCHEDULES_DB_RETRY_SECONDS", default=120.0)
+# How often a service runs its transaction again when the database reports a conflict.
+SCHEDULES_CONFLICT_RETRIES = env.int("SCHEDULES_CONFLICT_RETRIES", default=5)
 SCHEDULES_EARLY_HOLD_MAX = env.float("SCHEDULES_EARLY_HOLD_MAX", default=5.0)
 SCHEDULES_DISPATCH_BATCH = env.int("SCHEDULES_DISPATCH_BATCH", default=500)
 SCHEDULES_DISPATCH_LOOKAHEAD = env.float("SCHEDULES_DISPATCH_LOOKAHEAD", default=0.2)
@@ -308,13 +320,16 @@ SCHEDULES_TTL_MAX_LATENESS = env.int("SCHEDULES_TTL_MAX_LATENESS", default=15 * 
 SCHEDULES_TTL_FORWARDER_FUNCTION_ARN = env.str("SCHEDULES_TTL_FORWARDER_FUNCTION_ARN", default="")
 SCHEDULES_TTL_STREAM_POLL_INTERVAL = env.float("SCHEDULES_TTL_STREAM_POLL_INTERVAL", default=1.0)
 
-# Celery's hard time limit stays inside the claim lease, so a task can never
-# outlive its lease and be taken over while it is still running.
-CELERY_TASK_TIME_LIMIT = SCHEDULES_LEASE_SECONDS - min(30.0, SCHEDULES_LEASE_SECONDS / 5)
-CELERY_TASK_SOFT_TIME_LIMIT = CELERY_TASK_TIME_LIMIT - min(10.0, CELERY_TASK_TIME_LIMIT / 5)
+# The longest a task may run (a run_steps message hands its rest to a new message after
+# half the soft limit). The lease is renewed while it runs, so this is not tied to it.
+CELERY_TASK_TIME_LIMIT = env.float("CELERY_TASK_TIME_LIMIT", default=1800.0)
+CELERY_TASK_SOFT_TIME_LIMIT = env.float(
+    "CELERY_TASK_SOFT_TIME_LIMIT",
+    default=CELERY_TASK_TIME_LIMIT - min(60.0, CELERY_TASK_TIME_LIMIT / 5),
+)
 # An SQS message stays invisible while a worker holds it: longer than any task.
 SCHEDULES_SQS_VISIBILITY_TIMEOUT = env.int(
-    "SCHEDULES_SQS_VISIBILITY_TIMEOUT", default=SCHEDULES_LEASE_SECONDS + 60
+    "SCHEDULES_SQS_VISIBILITY_TIMEOUT", default=int(CELERY_TASK_TIME_LIMIT) + 60
 )
 
 # --- Logging ------------------------------------------------------------------------

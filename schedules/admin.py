@@ -29,7 +29,7 @@ from django.core.paginator import Paginator
 from django.db import models, router, transaction
 from django.db.models import OuterRef, Q, QuerySet, Subquery
 from django.forms import BaseInlineFormSet, ModelForm
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils import timezone
@@ -53,6 +53,7 @@ from .forms import (
 from .models import Classroom, Job, PlanStatus, Run, Step
 from .selectors import describe_schedule
 from .services.jobs import SCHEDULE_FIELDS
+from .services.transactions import Busy, run_retrying
 
 M = TypeVar("M", bound=models.Model)
 
@@ -485,6 +486,28 @@ class PlanAdmin(BigTableAdmin[M]):
     def is_frozen(self, obj: M) -> bool:
         raise NotImplementedError
 
+    def changeform_view(
+        self,
+        request: HttpRequest,
+        object_id: str | None = None,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        """Django runs the form and its save in one transaction: if the database reports a
+        conflict, the whole of it runs again (the services' lock order makes that rare);
+        if it keeps reporting one, the page says so and nothing is saved."""
+
+        def view() -> HttpResponse:
+            return super(PlanAdmin, self).changeform_view(
+                request, object_id, form_url, extra_context
+            )
+
+        try:
+            return run_retrying(view, what=f"admin {self.opts.model_name} form")
+        except Busy as exc:
+            self.message_user(request, str(exc), messages.ERROR)
+            return HttpResponseRedirect(request.get_full_path())
+
     @admin.display(description="engine")
     def engine(self, obj: M) -> str:
         """The engine holding the latest step (annotated by changelist_queryset)."""
@@ -607,6 +630,8 @@ class PlanAdmin(BigTableAdmin[M]):
                 service(obj)
             except ValidationError as exc:
                 refused.append(f"{obj}: {'; '.join(exc.messages)}")
+            except Busy as exc:
+                refused.append(f"{obj}: {exc}")
             else:
                 count += 1
         if count:

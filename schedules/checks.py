@@ -62,9 +62,22 @@ def check_timing(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMes
         errors.append(
             checks.Error(
                 f"SCHEDULES_SQS_VISIBILITY_TIMEOUT ({visibility} s) must be longer than the "
-                f"task time limit ({settings.CELERY_TASK_TIME_LIMIT:.0f} s, from "
-                "SCHEDULES_LEASE_SECONDS), or SQS redelivers messages still being worked on.",
+                f"task time limit (CELERY_TASK_TIME_LIMIT, "
+                f"{settings.CELERY_TASK_TIME_LIMIT:.0f} s), or SQS redelivers messages still "
+                "being worked on.",
                 id="schedules.E005",
             )
+        )
+    for name in ("SCHEDULES_LEASE_SECONDS", "SCHEDULES_DISPATCH_LEASE_SECONDS"):
+        if getattr(settings, name) < 1:
+            errors.append(
+                checks.Error(
+                    f"{name} must be at least 1 second (a lease is renewed every quarter of it).",
+                    id="schedules.E006",
+                )
+            )
+    if settings.SCHEDULES_RECOVER_INTERVAL <= 0:
+        errors.append(
+            checks.Error("SCHEDULES_RECOVER_INTERVAL must be positive.", id="schedules.E007")
         )
     return errors

@@ -9,9 +9,16 @@ release, so that steady traffic goes out in batches. A newly saved earlier
 step wakes it: PostgreSQL delivers a NOTIFY, SQLite bumps
 ``PRAGMA data_version`` on every commit by another connection, which the
 dispatcher watches at SCHEDULES_DISPATCH_WAKE_POLL. Memory stays flat: only
-one batch of ids is ever held. Every SCHEDULES_SWEEP_INTERVAL it also arms
-steps that came into the horizon, redelivers lost ones and forgets expired
-Idempotency-Keys.
+one batch of ids is ever held.
+
+A claim carries the dispatcher's name and a short lease (SCHEDULES_DISPATCH_LEASE_SECONDS)
+that a keeper thread renews until the publish is done, so the claim of a dispatcher
+that dies before publishing lapses and is released again by any live dispatcher.
+Every SCHEDULES_RECOVER_INTERVAL (and at start) the recovery pass releases again
+the steps whose holder is gone or whose message the broker lost
+(``services.steps_recover``). Every SCHEDULES_SWEEP_INTERVAL it also arms steps
+that came into the horizon, releases steps overdue on another engine and forgets
+expired Idempotency-Keys.
 """
 
 from __future__ import annotations
@@ -29,13 +36,17 @@ from django.utils import timezone
 
 from .engines.local import WAKE_CHANNEL
 from .services import (
+    LeaseKeeper,
     idempotency_purge_expired,
     lookahead,
+    process_name,
     steps_arm_pending,
     steps_claim_due,
+    steps_let_go,
     steps_next_due_at,
     steps_publish,
-    steps_redeliver_lost,
+    steps_recover,
+    steps_release_overdue,
     steps_unclaim,
 )
 
@@ -121,6 +132,8 @@ class DispatcherStats:
     released: int = 0
     batches: int = 0
     sweeps: int = 0
+    recoveries: int = 0
+    recovered: int = 0
     wakeups: int = 0
     errors: int = 0
     last_batch_at: float = 0.0
@@ -143,6 +156,10 @@ class Dispatcher:
         self.stop = stop or threading.Event()
         self.on_batch = on_batch
         self.stats = DispatcherStats()
+        self.name = process_name("dispatcher")
+        lease: float = settings.SCHEDULES_DISPATCH_LEASE_SECONDS
+        self.lease = lease
+        self.keeper = LeaseKeeper(self.name, lease=lease, every=lease / 5)
 
     def _make_waker(self) -> Waker:
         if connection.vendor == "postgresql":
@@ -154,16 +171,23 @@ class Dispatcher:
     def release_once(self) -> int:
         """Claim and publish one batch of due steps. Returns how many.
 
-        If the publish fails (the broker is down), the claim is given back so
-        the steps are released again as soon as the broker answers.
+        The claim is held under this dispatcher's lease until the publish is done, then
+        let go (the steps are in the broker). If the publish fails (the broker is
+        down), the claim is given back so the steps are released again as soon as the
+        broker answers.
         """
-        rows = steps_claim_due(limit=self.batch_size)
+        rows = steps_claim_due(limit=self.batch_size, holder=self.name, lease=self.lease)
         if rows:
+            ids = [pk for pk, _ in rows]
+            self.keeper.hold(ids)
             try:
                 steps_publish(rows)
             except BaseException:
                 steps_unclaim(rows)
                 raise
+            finally:
+                self.keeper.release(ids)
+            steps_let_go(ids, holder=self.name)
             self.stats.released += len(rows)
             self.stats.batches += 1
             self.stats.last_batch_at = time.monotonic()
@@ -171,16 +195,22 @@ class Dispatcher:
                 self.on_batch(len(rows))
         return len(rows)
 
+    def recover(self) -> None:
+        """Release again the steps whose holder is gone or whose message was lost."""
+        recovered = steps_recover()
+        self.stats.recoveries += 1
+        self.stats.recovered += recovered.total
+
     def sweep(self) -> None:
         armed = steps_arm_pending()
-        redelivered = steps_redeliver_lost()
+        overdue = steps_release_overdue()
         forgotten = idempotency_purge_expired()
         self.stats.sweeps += 1
-        if armed or redelivered or forgotten:
+        if armed or overdue or forgotten:
             logger.info(
-                "sweep: armed %s step(s), redelivered %s, forgot %s idempotency key(s)",
+                "sweep: armed %s step(s), released %s overdue, forgot %s idempotency key(s)",
                 armed,
-                redelivered,
+                overdue,
                 forgotten,
             )
 
@@ -195,7 +225,7 @@ class Dispatcher:
     def run(self) -> None:
         """Release due steps until ``stop`` is set. Survives database and broker outages."""
         waker: Waker | None = None
-        next_sweep = time.monotonic()
+        next_sweep = next_recover = time.monotonic()
         next_claim = 0.0
         # Steady traffic would otherwise be claimed a few steps at a time, as each
         # crosses into the lookahead. Pausing half the lookahead after a release
@@ -203,13 +233,19 @@ class Dispatcher:
         min_gap = settings.SCHEDULES_DISPATCH_LOOKAHEAD / 2
         failures = 0
         logger.info(
-            "dispatcher started (batch %s, database %s)", self.batch_size, connection.vendor
+            "dispatcher %s started (batch %s, database %s)",
+            self.name,
+            self.batch_size,
+            connection.vendor,
         )
         try:
             while not self.stop.is_set():
                 try:
                     if waker is None:
                         waker = self._make_waker()
+                    if time.monotonic() >= next_recover:
+                        self.recover()
+                        next_recover = time.monotonic() + settings.SCHEDULES_RECOVER_INTERVAL
                     if time.monotonic() >= next_sweep:
                         self.sweep()
                         next_sweep = time.monotonic() + self.sweep_interval
@@ -222,7 +258,11 @@ class Dispatcher:
                         continue  # more are due: no sleep
                     if released:
                         next_claim = time.monotonic() + min_gap
-                    timeout = min(self.seconds_until_next_due(), next_sweep - time.monotonic())
+                    timeout = min(
+                        self.seconds_until_next_due(),
+                        next_sweep - time.monotonic(),
+                        next_recover - time.monotonic(),
+                    )
                     if timeout > 0:
                         waker.wait(timeout)
                         self.stats.wakeups += 1
@@ -245,4 +285,5 @@ class Dispatcher:
         finally:
             if waker is not None:
                 waker.close()
+            self.keeper.stop()
             logger.info("dispatcher stopped after releasing %s step(s)", self.stats.released)

@@ -307,8 +307,21 @@ class Step(models.Model):
     arm_failures = models.PositiveIntegerField(default=0)
     attempts = models.PositiveSmallIntegerField(default=0, help_text="Attempts started so far.")
     max_attempts = models.PositiveSmallIntegerField(default=3)
-    queued_at = models.DateTimeField(null=True, blank=True)
-    lease_until = models.DateTimeField(null=True, blank=True)
+    queued_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the step was last handed to the queue."
+    )
+    holder = models.CharField(
+        max_length=200,
+        blank=True,
+        help_text="The process holding the step (a dispatcher publishing it or a worker "
+        "running it); it renews the lease while it lives.",
+    )
+    lease_until = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="The holder's claim lapses at this time unless renewed; then the step is "
+        "released again (a takeover if it was running).",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -322,6 +335,11 @@ class Step(models.Model):
             # when the query's own literals imply its condition, and queries bind values.
             models.Index(fields=["state", "arm_state", "due_at"], name="step_state_arm_due"),
             models.Index(fields=["due_at"], name="step_due"),
+            # The recovery pass: leases that lapsed. Only held steps are in it (a comparison
+            # on lease_until implies its condition, so SQLite uses it with bound values too).
+            models.Index(
+                fields=["lease_until"], name="step_lease", condition=Q(lease_until__isnull=False)
+            ),
         ]
         constraints = [
             models.CheckConstraint(

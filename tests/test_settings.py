@@ -117,4 +117,4 @@ def test_the_sqs_worker_reserves_one_message_per_process(tmp_path):
         tmp_path=tmp_path,
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip().splitlines()[-1] == "1 360 10 ['schedules']"
+    assert result.stdout.strip().splitlines()[-1] == "1 1860 10 ['schedules']"

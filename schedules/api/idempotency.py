@@ -14,13 +14,14 @@ from collections.abc import Callable
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError
 from django.utils import timezone
 from rest_framework import status
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from ..models import IdempotencyRecord
+from ..services.transactions import run_retrying
 from .users import request_user
 
 HEADER = "Idempotency-Key"
@@ -66,19 +67,24 @@ def idempotent(request: Request, create: Callable[[], Response]) -> Response:
     existing = scope.first()
     if existing is not None:
         return _replay(existing, request_hash)
+
+    def create_and_remember() -> Response:
+        response = create()
+        if 200 <= response.status_code < 300:
+            IdempotencyRecord.objects.create(
+                user=request_user(request),
+                key=key,
+                endpoint=endpoint,
+                request_hash=request_hash,
+                response_status=response.status_code,
+                response_body=json.loads(json.dumps(response.data, default=str)),
+                expires_at=now + dt.timedelta(seconds=settings.SCHEDULES_IDEMPOTENCY_TTL),
+            )
+        return response
+
     try:
-        with transaction.atomic():
-            response = create()
-            if 200 <= response.status_code < 300:
-                IdempotencyRecord.objects.create(
-                    user=request_user(request),
-                    key=key,
-                    endpoint=endpoint,
-                    request_hash=request_hash,
-                    response_status=response.status_code,
-                    response_body=json.loads(json.dumps(response.data, default=str)),
-                    expires_at=now + dt.timedelta(seconds=settings.SCHEDULES_IDEMPOTENCY_TTL),
-                )
+        # Both or neither, run again whole if the database reports a conflict.
+        response = run_retrying(create_and_remember, what=f"{endpoint} with {HEADER}")
     except IntegrityError:
         # A concurrent request with the same key committed first: ours rolled back.
         winner = scope.first()

@@ -7,7 +7,6 @@ from typing import Any
 
 import django_filters
 from django import forms
-from django.db import transaction
 from django.db.models import Model, Q, QuerySet
 from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import mixins, status, viewsets
@@ -135,11 +134,16 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, OwnedViewSet)
         job = self.get_object_to_change()
         data = self.valid_data(s.JobUpdateSerializer, request.data)
         due_at = data.pop("due_at", None)
-        with transaction.atomic():  # both or neither
+
+        def change() -> Job:  # both or neither, run again whole on a conflict
+            changed: Job = job
             if data:
-                job = services.job_update(job=job, **data)
+                changed = services.job_update(job=changed, **data)
             if due_at is not None:
-                job = services.job_reschedule(job=job, due_at=due_at)
+                changed = services.job_reschedule(job=changed, due_at=due_at)
+            return changed
+
+        job = services.run_retrying(change, what="PATCH job")
         return Response(s.JobDetailSerializer(job).data)
 
     @extend_schema(summary="Cancel a job", request=None, responses={200: s.JobDetailSerializer})

@@ -10,11 +10,13 @@ from .classrooms import (
     classroom_validate,
 )
 from .dispatch import (
+    Recovered,
     lookahead,
     steps_claim_due,
     steps_next_due_at,
     steps_publish,
-    steps_redeliver_lost,
+    steps_recover,
+    steps_release_overdue,
     steps_unclaim,
 )
 from .execution import retry_delay, step_execute
@@ -28,6 +30,7 @@ from .jobs import (
     job_update,
     job_validate,
 )
+from .leases import LeaseKeeper, lease_keeper, process_name, steps_hold, steps_let_go
 from .maintenance import idempotency_purge_expired
 from .sync import (
     steps_arm_pending,
@@ -36,8 +39,12 @@ from .sync import (
     steps_sync_on_commit,
     timer_for,
 )
+from .transactions import Busy, run_retrying
 
 __all__ = [
+    "Busy",
+    "LeaseKeeper",
+    "Recovered",
     "classroom_cancel",
     "classroom_create",
     "classroom_shift",
@@ -54,15 +61,21 @@ __all__ = [
     "job_schedule_many",
     "job_update",
     "job_validate",
+    "lease_keeper",
     "lookahead",
+    "process_name",
     "retry_delay",
+    "run_retrying",
     "step_execute",
     "steps_arm_pending",
     "steps_claim_due",
+    "steps_hold",
+    "steps_let_go",
     "steps_next_due_at",
     "steps_publish",
     "steps_rearm",
-    "steps_redeliver_lost",
+    "steps_recover",
+    "steps_release_overdue",
     "steps_sync",
     "steps_sync_on_commit",
     "steps_unclaim",

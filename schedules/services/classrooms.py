@@ -17,7 +17,6 @@ from typing import Any, NamedTuple
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
-from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -34,11 +33,14 @@ from ..models import (
 )
 from ..validation import Errors, check_aware, check_due, check_precision, check_time_zone
 from .sync import steps_sync_on_commit
+from .transactions import retrying
 
 START, PING, STOP = "start_recording", "live_ping", "stop_recording"
 # A class is live once its start_recording step runs or has run: its start is then fixed.
 RECORDING_STARTED = (StepState.RUNNING, StepState.SUCCEEDED)
 CLOSED = (PlanStatus.CANCELLED, PlanStatus.SUCCEEDED, PlanStatus.FAILED)
+#: A step moved back to scheduled is in flight no more: not queued, held by nobody.
+UNHELD: dict[str, Any] = {"queued_at": None, "holder": "", "lease_until": None}
 
 
 class PlannedStep(NamedTuple):
@@ -135,7 +137,7 @@ def _new_step(classroom: Classroom, planned: PlannedStep) -> Step:
     )
 
 
-@transaction.atomic
+@retrying
 def classroom_create(
     *,
     title: str,
@@ -177,7 +179,7 @@ def classroom_create(
     return classroom
 
 
-@transaction.atomic
+@retrying
 def classroom_update(
     *,
     classroom: Classroom,
@@ -192,7 +194,7 @@ def classroom_update(
     Once the recording has started its start and its recording reference are fixed; once
     it is being stopped its timeline is. A refused change writes nothing.
     """
-    classroom = Classroom.objects.select_for_update().get(pk=classroom.pk)
+    classroom = Classroom.objects.select_for_update(no_key=True).get(pk=classroom.pk)
     if classroom.status in CLOSED:
         raise ValidationError({"status": f"the classroom is {classroom.status}; it cannot change"})
     new: dict[str, Any] = {
@@ -208,7 +210,9 @@ def classroom_update(
             classroom.live_ping_interval if live_ping_interval is None else live_ping_interval
         ),
     }
-    steps = list(Step.objects.select_for_update().filter(classroom=classroom))
+    steps = list(
+        Step.objects.select_for_update(no_key=True).filter(classroom=classroom).order_by("pk")
+    )
     _check_live_change(classroom, steps, new)
     s, e = classroom_validate(
         **new,
@@ -226,10 +230,10 @@ def classroom_update(
     return classroom
 
 
-@transaction.atomic
+@retrying
 def classroom_shift(*, classroom: Classroom, by: dt.timedelta) -> Classroom:
     """Move a classroom by ``by``: start and end, or only the end once it is live."""
-    classroom = Classroom.objects.select_for_update().get(pk=classroom.pk)
+    classroom = Classroom.objects.select_for_update(no_key=True).get(pk=classroom.pk)
     if _recording_started(classroom):
         return classroom_update(classroom=classroom, end=classroom.end + by)
     return classroom_update(classroom=classroom, start=classroom.start + by, end=classroom.end + by)
@@ -357,40 +361,39 @@ def _plan_write(plan: _Plan) -> None:
     """Every move and cancel bumps the version, so a message already sent is skipped."""
     for pk, due_at in plan.moved.items():
         Step.objects.filter(pk=pk).update(
-            due_at=due_at, state=StepState.SCHEDULED, queued_at=None, version=F("version") + 1
+            due_at=due_at, version=F("version") + 1, state=StepState.SCHEDULED, **UNHELD
         )
     Step.objects.filter(pk__in=plan.cancelled).update(
-        state=StepState.CANCELLED, version=F("version") + 1
+        state=StepState.CANCELLED, version=F("version") + 1, holder="", lease_until=None
     )
     created = Step.objects.bulk_create(plan.created)
     # update() and bulk_create send no post_save: sync explicitly.
     steps_sync_on_commit([*plan.moved, *plan.cancelled, *(s.pk for s in created)])
 
 
-@transaction.atomic
+@retrying
 def classroom_cancel(*, classroom: Classroom) -> Classroom:
     """Cancel a classroom. If its recording started, it is stopped now."""
-    classroom = Classroom.objects.select_for_update().get(pk=classroom.pk)
+    classroom = Classroom.objects.select_for_update(no_key=True).get(pk=classroom.pk)
     if classroom.status in CLOSED:
         raise ValidationError(
             {"status": f"the classroom is already {classroom.status}; nothing to cancel"}
         )
     # All steps locked before deciding: a worker's claim of the start waits for this commit
     # (and then misses the bumped version) or has already committed and is seen here.
-    steps = list(Step.objects.select_for_update().filter(classroom=classroom))
+    steps = list(
+        Step.objects.select_for_update(no_key=True).filter(classroom=classroom).order_by("pk")
+    )
     started = any(s.action == START and s.state in RECORDING_STARTED for s in steps)
     pending = [s.pk for s in steps if s.state in PENDING_STATES]
     stop = next((s for s in steps if s.action == STOP and s.state in PENDING_STATES), None)
     keep = stop.pk if (started and stop is not None) else None
     Step.objects.filter(pk__in=[pk for pk in pending if pk != keep]).update(
-        state=StepState.CANCELLED, version=F("version") + 1
+        state=StepState.CANCELLED, version=F("version") + 1, holder="", lease_until=None
     )
     if keep is not None:
         Step.objects.filter(pk=keep).update(
-            due_at=timezone.now(),
-            state=StepState.SCHEDULED,
-            queued_at=None,
-            version=F("version") + 1,
+            due_at=timezone.now(), version=F("version") + 1, state=StepState.SCHEDULED, **UNHELD
         )
     classroom.status = PlanStatus.CANCELLED
     classroom.save(update_fields=["status", "updated_at"])

@@ -5,15 +5,18 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import connection
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from ..engines import get_engine
 from ..models import Step, StepState
+from .transactions import run_retrying
 
 logger = logging.getLogger(__name__)
 
@@ -40,8 +43,14 @@ def steps_next_due_at() -> dt.datetime | None:
     )
 
 
-def steps_claim_due(*, limit: int, now: dt.datetime | None = None) -> list[tuple[int, int]]:
+def steps_claim_due(
+    *, limit: int, holder: str = "", lease: float = 0, now: dt.datetime | None = None
+) -> list[tuple[int, int]]:
     """Mark up to ``limit`` local steps due by ``now`` + lookahead as queued; return (id, version).
+
+    The claim carries the dispatcher's name (``holder``) and a lease it renews until the
+    publish is done (``leases``): a dispatcher that dies in between leaves a claim that
+    lapses, and the next live dispatcher releases it again at once.
 
     Only when a read says something is due does it open the write transaction (on
     SQLite the write lock is shared by every process). On PostgreSQL ``FOR UPDATE
@@ -53,21 +62,27 @@ def steps_claim_due(*, limit: int, now: dt.datetime | None = None) -> list[tuple
     first = steps_next_due_at()
     if first is None or first > until:
         return []
-    with transaction.atomic():
+
+    def claim() -> list[tuple[int, int]]:
         due = Step.objects.filter(
             state=StepState.SCHEDULED, engine=LOCAL, due_at__lte=until
         ).order_by("due_at")
         if connection.features.has_select_for_update_skip_locked:
-            due = due.select_for_update(skip_locked=True)
+            due = due.select_for_update(skip_locked=True, no_key=True)
         rows = list(due.values_list("pk", "version")[:limit])
         if rows:
             # By key only: the rows are this transaction's (row locks on PostgreSQL, the
             # write lock on SQLite). A "state = scheduled" term here would make SQLite
             # walk the (state, due_at) index over every pending step instead.
             Step.objects.filter(pk__in=[pk for pk, _ in rows]).update(
-                state=StepState.QUEUED, queued_at=now
+                state=StepState.QUEUED,
+                queued_at=now,
+                holder=holder,
+                lease_until=now + dt.timedelta(seconds=lease) if holder else None,
             )
-    return rows
+        return rows
+
+    return run_retrying(claim, what="claiming due steps")
 
 
 def steps_unclaim(pairs: Sequence[tuple[int, int]]) -> int:
@@ -75,16 +90,18 @@ def steps_unclaim(pairs: Sequence[tuple[int, int]]) -> int:
 
     Fenced by version and state, so a step changed meanwhile is left alone.
     """
-    by_version: dict[int, list[int]] = {}
-    for step_id, version in pairs:
-        by_version.setdefault(version, []).append(step_id)
-    given_back = 0
-    with transaction.atomic():
-        for version, ids in by_version.items():
-            given_back += Step.objects.filter(
-                pk__in=ids, version=version, state=StepState.QUEUED
-            ).update(state=StepState.SCHEDULED, queued_at=None)
-    return given_back
+    versions = dict(pairs)
+
+    def unclaim() -> int:
+        locked = Step.objects.filter(pk__in=versions, state=StepState.QUEUED).order_by("pk")
+        if connection.features.has_select_for_update:
+            locked = locked.select_for_update(no_key=True)  # in ascending id (the lock order)
+        ids = [pk for pk, version in locked.values_list("pk", "version") if versions[pk] == version]
+        return Step.objects.filter(pk__in=ids).update(
+            state=StepState.SCHEDULED, queued_at=None, holder="", lease_until=None
+        )
+
+    return run_retrying(unclaim, what="giving back a claim")
 
 
 def chunks(pairs: Sequence[tuple[int, int]]) -> list[list[tuple[int, int]]]:
@@ -132,43 +149,144 @@ def _overdue_on_engines(now: dt.datetime, stale: dt.datetime) -> list[QuerySet[S
     return queries
 
 
-def steps_redeliver_lost(*, now: dt.datetime | None = None, limit: int = 1000) -> int:
-    """Republish steps whose message or worker was lost. Returns how many.
+def _take(queries: Sequence[QuerySet[Step]], limit: int) -> list[tuple[int, int]]:
+    """(id, version) of up to ``limit`` steps matching ``queries``, locked, skipping locked."""
+    rows: list[tuple[int, int]] = []
+    for query in queries:
+        if len(rows) >= limit:
+            break
+        if connection.features.has_select_for_update_skip_locked:
+            query = query.select_for_update(skip_locked=True, no_key=True)
+        rows += list(query.order_by("pk").values_list("pk", "version")[: limit - len(rows)])
+    return rows
 
-    * queued for longer than SCHEDULES_REDELIVER_AFTER and never claimed;
-    * held by another engine and overdue by more than that engine's
-      ``release_overdue_after`` (Step Functions: SCHEDULES_REDELIVER_AFTER;
-      DynamoDB TTL: SCHEDULES_TTL_MAX_LATENESS): its timer failed, is late or
-      its message was lost, so the database releases it directly and the
-      timer's later message is skipped by fencing;
-    * running past their lease (the worker died): the next attempt takes over
-      and says the lost one may have had its effect.
 
-    A duplicate this creates is harmless: the worker's claim admits one.
+def steps_release_overdue(*, now: dt.datetime | None = None, limit: int = 1000) -> int:
+    """Release steps another engine holds that are overdue past its bound. Returns how many.
+
+    ``release_overdue_after`` of the engine (Step Functions: SCHEDULES_REDELIVER_AFTER;
+    DynamoDB TTL: SCHEDULES_TTL_MAX_LATENESS): its timer failed, is late or its message
+    was lost, so the database releases the step directly and the timer's later message is
+    skipped by fencing.
     """
     now = now or timezone.now()
     stale = now - dt.timedelta(seconds=settings.SCHEDULES_REDELIVER_AFTER)
-    with transaction.atomic():
-        lost = [
-            Step.objects.filter(state=StepState.QUEUED, queued_at__lt=stale),
-            # (not again until SCHEDULES_REDELIVER_AFTER after the last try)
-            Step.objects.filter(state=StepState.RUNNING, lease_until__lt=now).filter(
-                Q(queued_at__isnull=True) | Q(queued_at__lt=stale)
-            ),
-            *_overdue_on_engines(now, stale),
-        ]
-        rows: list[tuple[int, int]] = []
-        for query in lost:
-            if connection.features.has_select_for_update_skip_locked:
-                query = query.select_for_update(skip_locked=True)
-            rows += list(query.values_list("pk", "version")[: max(limit - len(rows), 0)])
-        if rows:
-            ids = [pk for pk, _ in rows]
-            Step.objects.filter(pk__in=ids, state=StepState.SCHEDULED).update(
-                state=StepState.QUEUED
-            )
-            Step.objects.filter(pk__in=ids).update(queued_at=now)
-    for step_id, version in rows:
-        logger.warning("redelivering step %s v%s (message or worker lost)", step_id, version)
+
+    def release() -> list[tuple[int, int]]:
+        rows = _take(_overdue_on_engines(now, stale), limit)
+        Step.objects.filter(pk__in=[pk for pk, _ in rows]).update(
+            state=StepState.QUEUED, queued_at=now
+        )
+        return rows
+
+    rows = run_retrying(release, what="releasing overdue steps")
+    if rows:
+        logger.warning("released %s step(s) overdue on their engine", len(rows))
     steps_publish(rows)
     return len(rows)
+
+
+@dataclass(frozen=True)
+class Recovered:
+    """What one recovery pass released again, by cause."""
+
+    holder_gone: int = 0  # held by a process whose lease lapsed (taken over if running)
+    lost_in_broker: int = 0  # in the broker while its queue was empty
+    queued_too_long: int = 0  # in the broker for SCHEDULES_REDELIVER_AFTER
+
+    @property
+    def total(self) -> int:
+        return self.holder_gone + self.lost_in_broker + self.queued_too_long
+
+
+def broker_queue_empty() -> bool | None:
+    """Whether the workers' queue holds no message (None: the broker did not say).
+
+    A queue the broker does not know (Redis drops an empty list; a restarted Redis
+    without persistence has none) is empty.
+    """
+    from kombu.exceptions import ChannelError, OperationalError
+
+    from workers.tasks import run_steps
+
+    queue: str = settings.CELERY_TASK_DEFAULT_QUEUE
+    try:
+        with run_steps.app.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1)
+            channel: Any = conn.default_channel  # (kombu's stubs lack queue_declare)
+            _name, count, _consumers = channel.queue_declare(queue=queue, passive=True)
+    except ChannelError as exc:
+        if "NOT_FOUND" in str(exc) or "no queue" in str(exc).lower():
+            return True
+        logger.info("could not read the length of queue %s: %s", queue, exc)
+        return None
+    except (OperationalError, OSError) as exc:
+        logger.info("could not read the length of queue %s: %s", queue, exc)
+        return None
+    return int(count) == 0
+
+
+def steps_recover(
+    *,
+    now: dt.datetime | None = None,
+    limit: int = 1000,
+    queue_empty: Callable[[], bool | None] = broker_queue_empty,
+) -> Recovered:
+    """Release again the steps in flight that nothing will run (invariant 10).
+
+    * **Holder gone**: a step whose holder (a dispatcher that had not published it, a
+      worker that had taken its message or was running it) let its lease lapse: the
+      process is dead. Queued: published again. Running: published for a takeover (the
+      worker's claim takes over and marks the run uncertain if the action has effects).
+    * **Lost in the broker**: a step in the broker (published, nobody holds it) for
+      SCHEDULES_LOST_MESSAGE_GRACE while the workers' queue is empty: its message was
+      lost (a broker restart without persistence, a worker that died holding it
+      unstarted). The broker's queue length is asked only when such steps exist.
+    * **Queued too long**: in the broker for SCHEDULES_REDELIVER_AFTER although the queue
+      is not empty (a fallback for a loss hidden behind a long backlog).
+
+    A duplicate this creates is harmless: the worker's claim admits one delivery.
+    """
+    now = now or timezone.now()
+    in_flight = (StepState.QUEUED, StepState.RUNNING)
+    unheld = Step.objects.filter(state__in=in_flight, holder="").filter(
+        Q(lease_until__isnull=True) | Q(lease_until__lt=now)
+    )
+    grace = now - dt.timedelta(seconds=settings.SCHEDULES_LOST_MESSAGE_GRACE)
+    stale = now - dt.timedelta(seconds=settings.SCHEDULES_REDELIVER_AFTER)
+    suspects = unheld.filter(queued_at__lt=grace)
+    empty = queue_empty() if suspects.exists() else None
+
+    def recover() -> tuple[list[tuple[int, int]], Recovered]:
+        gone = _take(
+            [Step.objects.filter(lease_until__lt=now, state__in=in_flight).exclude(holder="")],
+            limit,
+        )
+        lost = _take([suspects if empty else unheld.filter(queued_at__lt=stale)], limit)
+        gone_ids = [pk for pk, _ in gone]
+        # Back in the broker, held by nobody; a running step keeps its lapsed lease, which
+        # is what lets the next delivery take it over.
+        Step.objects.filter(pk__in=gone_ids, state=StepState.QUEUED).update(lease_until=None)
+        Step.objects.filter(pk__in=gone_ids + [pk for pk, _ in lost]).update(
+            holder="", queued_at=now
+        )
+        counts = Recovered(
+            holder_gone=len(gone),
+            lost_in_broker=len(lost) if empty else 0,
+            queued_too_long=0 if empty else len(lost),
+        )
+        return gone + lost, counts
+
+    rows, counts = run_retrying(recover, what="recovering steps in flight")
+    if rows:
+        logger.warning(
+            "recovery: released again %s step(s): %s whose holder is gone, %s lost in the "
+            "broker (queue empty), %s queued for over %s s",
+            counts.total,
+            counts.holder_gone,
+            counts.lost_in_broker,
+            counts.queued_too_long,
+            settings.SCHEDULES_REDELIVER_AFTER,
+        )
+        steps_publish(rows)
+    return counts

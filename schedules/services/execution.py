@@ -1,4 +1,4 @@
-"""The worker's side: fence, claim, run the action, record the run (invariants 3 and 4).
+"""The worker's side: fence, claim, run the action, record the run (invariants 3, 4, 8, 9).
 
 Every delivered step passes through here, so the common path (read, claim, run,
 finish) is a handful of short SQL statements written out once below instead of
@@ -7,20 +7,28 @@ sustain hundreds of steps per second on a small machine (docs/benchmarks.md).
 The statements are plain SQL that SQLite and PostgreSQL both run, take their
 table names from the models, and adapt values through the models' own fields.
 Rare paths (skips, re-arms, takeovers) use the ORM.
+
+Locks follow the one lock order (docs/architecture.md): a transaction that touches
+a step's owner (its job or classroom) locks the owner first, then the step, then
+runs, like the services that cancel or change them. A database error is retried
+in place (``_retry_db``): before the action, the claim is tried again; after it,
+only the record is, never the action.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 import random
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import InterfaceError, OperationalError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 from pydantic import ValidationError as PydanticValidationError
@@ -39,7 +47,8 @@ from ..models import (
     StepState,
 )
 from . import plans
-from .rows import from_db_datetime, json_from_db, to_db
+from .leases import LeaseKeeper, process_name
+from .rows import JobPlan, from_db_datetime, job_plan_lock, json_from_db, to_db
 from .sync import steps_sync_on_commit
 
 logger = logging.getLogger(__name__)
@@ -47,10 +56,15 @@ logger = logging.getLogger(__name__)
 STEP_TABLE = Step._meta.db_table
 JOB_TABLE = Job._meta.db_table
 RUN_TABLE = Run._meta.db_table
+CLASSROOM_TABLE = Classroom._meta.db_table
 STEP_COLUMNS = (
     "id, job_id, classroom_id, action, due_at, version, state, lease_until, attempts, "
-    "max_attempts, engine, sequence, poll_number, recurring"
+    "max_attempts, engine, sequence, poll_number, recurring, holder"
 )
+#: Classroom actions whose outcome changes the classroom's status.
+RECORDING_ACTIONS = ("start_recording", "stop_recording")
+
+T = TypeVar("T")
 RUN_COLUMNS = (
     "step_id, job_id, classroom_id, action, engine, version, attempt, status, due_at, "
     "started_at, error, uncertain, note, worker"
@@ -75,6 +89,7 @@ class StepRow:
     sequence: int = 0
     poll_number: int = 0
     recurring: bool = False
+    holder: str = ""
 
 
 @dataclass
@@ -115,6 +130,7 @@ def _read_step(step_id: int) -> StepRow | None:
         sequence=row[11],
         poll_number=row[12],
         recurring=bool(row[13]),
+        holder=row[14],
     )
 
 
@@ -165,7 +181,11 @@ def _redefer(step: StepRow, version: int, worker: str, early: float) -> Run | No
     """A message that came too early: arm the step again for its due time."""
     with transaction.atomic():
         moved = Step.objects.filter(pk=step.pk, version=version, state__in=PENDING_STATES).update(
-            state=StepState.SCHEDULED, queued_at=None, version=F("version") + 1
+            state=StepState.SCHEDULED,
+            queued_at=None,
+            holder="",
+            lease_until=None,
+            version=F("version") + 1,
         )
         if not moved:
             return None
@@ -191,40 +211,62 @@ def _abandon_lost_attempts(step: StepRow, now: dt.datetime) -> str:
 # --- The common path ---------------------------------------------------------------------------
 
 
-def _claim(
-    step: StepRow, version: int, now: dt.datetime, worker: str
-) -> tuple[Run, dt.datetime] | None:
-    """One conditional UPDATE takes the lease; only one delivery can win it."""
+def _lock_owner_to_take(step: StepRow) -> JobPlan | None:
+    """The claim's first lock, the step's owner (the lock order): a recurring job's
+    occurrence locks the job's plan; any other job step marks its job running (the
+    UPDATE locks the row); a classroom's status does not change when a step starts."""
+    if step.job_id is None:
+        return None
+    if step.recurring and step.poll_number == 0:
+        return job_plan_lock(step.job_id)
+    _set_job_status(step.job_id, PlanStatus.RUNNING.value)
+    return None
+
+
+def _take_step(step: StepRow, version: int, now: dt.datetime, worker: str) -> bool:
+    """One conditional UPDATE takes the step and its lease; only one delivery can win it.
+
+    A takeover (the step is running under a lapsed lease) is fenced by the lease it
+    read, so a holder that renewed meanwhile keeps its step and only one taker wins.
+    """
     lease_until = now + dt.timedelta(seconds=settings.SCHEDULES_LEASE_SECONDS)
-    takeover = step.state == StepState.RUNNING
     sql = (
-        f"UPDATE {STEP_TABLE} SET state = %s, lease_until = %s, attempts = attempts + 1, "
-        "queued_at = NULL WHERE id = %s AND version = %s AND state = %s"
+        f"UPDATE {STEP_TABLE} SET state = %s, holder = %s, lease_until = %s, "
+        "attempts = attempts + 1, queued_at = NULL WHERE id = %s AND version = %s AND state = %s"
     )
     params = [
         StepState.RUNNING.value,
+        worker,
         to_db(Step, "lease_until", lease_until),
         step.pk,
         version,
         step.state,
     ]
-    if takeover:
+    if step.state == StepState.RUNNING:
         sql += " AND lease_until = %s"
         params.append(to_db(Step, "lease_until", step.lease_until))
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return bool(cursor.rowcount == 1)
+
+
+def _claim(step: StepRow, version: int, now: dt.datetime, worker: str) -> Run | None:
+    """Take the step for this attempt and open its run, in one transaction (owner first)."""
+    takeover = step.state == StepState.RUNNING
     notes: list[str] = []
     uncertain = takeover and _has_side_effects(step.action)
     status = RunStatus.RUNNING
     with transaction.atomic():
-        with connection.cursor() as cursor:
-            cursor.execute(sql, params)
-            if cursor.rowcount != 1:
-                return None
+        plan = _lock_owner_to_take(step)
+        if not _take_step(step, version, now, worker):
+            transaction.set_rollback(True)  # the owner's change, if any, goes too
+            return None
         if takeover:
             notes.append(_abandon_lost_attempts(step, now))
-        if step.job_id and step.recurring and step.poll_number == 0:
+        if plan is not None:
             taken = plans.occurrence_taken(
+                job=plan,
                 step_id=step.pk,
-                job_id=step.job_id,
                 sequence=step.sequence,
                 due_at=step.due_at,
                 attempt=step.attempts + 1,
@@ -233,8 +275,6 @@ def _claim(
             notes.append(taken.note)
             if taken.skip:
                 status = RunStatus.SKIPPED
-        elif step.job_id:
-            _set_job_status(step.job_id, PlanStatus.RUNNING.value)
         run = Run(
             step_id=step.pk,
             job_id=step.job_id,
@@ -254,7 +294,20 @@ def _claim(
         if status == RunStatus.SKIPPED:
             run.finished_at = now
             _save_run(run)
-    return run, lease_until
+    return run
+
+
+def _claimed_before(step: StepRow, version: int, attempt: int, worker: str) -> Run | None:
+    """After a claim whose commit may or may not have happened (the connection broke at
+    COMMIT): this attempt's run if the claim did commit, else None."""
+    if not (
+        step.state == StepState.RUNNING
+        and step.version == version
+        and step.holder == worker
+        and step.attempts == attempt
+    ):
+        return None
+    return Run.objects.filter(step_id=step.pk, attempt=attempt, status=RunStatus.RUNNING).first()
 
 
 def _insert_run(run: Run) -> int:
@@ -369,12 +422,10 @@ def _refresh_owner(step: StepRow, step_state: str) -> None:
         classroom.update(status=PlanStatus.FAILED)
 
 
-def _settle_step(
-    step: StepRow, run: Run, lease_until: dt.datetime, new_state: str, retry_at: dt.datetime | None
-) -> bool:
-    """Fenced by version and by this attempt's own lease: an attempt that lost its
-    lease (taken over) cannot overwrite the step."""
-    sets = "state = %s, lease_until = NULL"
+def _settle_step(step: StepRow, run: Run, new_state: str, retry_at: dt.datetime | None) -> bool:
+    """Fenced by version and by this attempt's number: an attempt that was taken over
+    (the taker's claim counted another attempt) cannot overwrite the step."""
+    sets = "state = %s, holder = '', lease_until = NULL"
     params: list[Any] = [new_state]
     if retry_at is not None:
         sets += ", version = version + 1, due_at = %s"
@@ -383,12 +434,12 @@ def _settle_step(
         step.pk,
         run.version,
         StepState.RUNNING.value,
-        to_db(Step, "lease_until", lease_until),
+        run.attempt,
     ]
     with connection.cursor() as cursor:
         cursor.execute(
             f"UPDATE {STEP_TABLE} SET {sets} "
-            "WHERE id = %s AND version = %s AND state = %s AND lease_until = %s",
+            "WHERE id = %s AND version = %s AND state = %s AND attempts = %s",
             params,
         )
         return bool(cursor.rowcount == 1)
@@ -412,11 +463,29 @@ def _save_run(run: Run) -> None:
         )
 
 
-def _finish(
-    step: StepRow, run: Run, outcome: Outcome, started: dt.datetime, lease_until: dt.datetime
-) -> Run:
+def _lock_owner_to_settle(step: StepRow) -> JobPlan | None:
+    """The record's first lock, the step's owner (the lock order): a job's plan, or a
+    classroom whose status a recording step's outcome changes (nothing for a ping)."""
+    if step.job_id is not None:
+        return job_plan_lock(step.job_id)
+    if step.action in RECORDING_ACTIONS:
+        sql = f"SELECT id FROM {CLASSROOM_TABLE} WHERE id = %s"
+        if connection.features.has_select_for_no_key_update:
+            sql += " FOR NO KEY UPDATE"  # (SQLite's write transaction excludes other writers)
+        with connection.cursor() as cursor:
+            cursor.execute(sql, [step.classroom_id])
+    return None
+
+
+def _finish(step: StepRow, run: Run, action_outcome: Outcome, started: dt.datetime) -> Run:
+    """Record the outcome: settle the step, plan what follows, save the run (owner first).
+
+    Safe to call again after a failure: it reads only its arguments and the database.
+    """
+    outcome = dataclasses.replace(action_outcome)
     now = timezone.now()
     with transaction.atomic():
+        plan = _lock_owner_to_settle(step)
         if outcome.status == RunStatus.RETRYING and run.attempt >= step.max_attempts:
             outcome.status = RunStatus.FAILED
             outcome.note = f"gave up after {run.attempt} attempts"
@@ -437,7 +506,7 @@ def _finish(
             retry_at = now + dt.timedelta(seconds=delay)
         else:
             new_state = StepState.FAILED
-        changed = _settle_step(step, run, lease_until, new_state, retry_at)
+        changed = _settle_step(step, run, new_state, retry_at)
         if changed and retry_at is not None:
             steps_sync_on_commit([step.pk])
         if not changed:
@@ -455,9 +524,9 @@ def _finish(
             outcome.note = f"{outcome.note}; {why}".lstrip("; ")
             if outcome.status == RunStatus.RETRYING:
                 outcome.status = RunStatus.FAILED
-        elif step.job_id and (step.recurring or check_again_at is not None):
+        elif plan is not None and (step.recurring or check_again_at is not None):
             plans.step_settled(
-                job_id=step.job_id,
+                job=plan,
                 sequence=step.sequence,
                 poll_number=step.poll_number,
                 due_at=step.due_at if retry_at is None else retry_at,
@@ -493,17 +562,56 @@ def _finish(
     return run
 
 
-def step_execute(*, step_id: int, version: int, worker: str = "") -> Run | None:
-    """Run one delivery of ``(step_id, version)``. Returns the run recorded, if any.
+def _retry_db(func: Callable[[], T], *, what: str, step_id: int, version: int) -> T:
+    """``func()``, run again while the database fails (a restart, a broken connection, a
+    conflict), with a growing pause, for up to SCHEDULES_DB_RETRY_SECONDS. Then the error
+    propagates and the step is left to the recovery pass (its lease lapses)."""
+    if connection.in_atomic_block:  # inside a caller's transaction: the caller retries
+        return func()
+    deadline = time.monotonic() + settings.SCHEDULES_DB_RETRY_SECONDS
+    pause = 0.1
+    while True:
+        try:
+            return func()
+        except (OperationalError, InterfaceError) as exc:
+            connection.close_if_unusable_or_obsolete()
+            if time.monotonic() + pause > deadline:
+                logger.error(
+                    "step %s v%s: %s failed for %s s; giving up (the recovery pass takes it)",
+                    step_id,
+                    version,
+                    what,
+                    settings.SCHEDULES_DB_RETRY_SECONDS,
+                )
+                raise
+            logger.warning(
+                "step %s v%s: %s failed (%s: %s); trying again in %.1f s",
+                step_id,
+                version,
+                what,
+                type(exc).__name__,
+                str(exc).strip().splitlines()[0] if str(exc).strip() else "",
+                pause,
+            )
+            time.sleep(pause)
+            pause = min(pause * 2, 5.0)
 
-    A stale, cancelled or duplicate delivery is recorded as a skipped run and
-    not executed; a delivery that arrives before the due time is held (up to
-    SCHEDULES_EARLY_HOLD_MAX) or re-armed.
-    """
+
+def _take(
+    step_id: int, version: int, worker: str, attempted: list[int]
+) -> tuple[StepRow, Run] | Run | None:
+    """Fence, hold an early message until due, and claim. Returns the step as claimed
+    and its open run; or the run recorded instead (skipped), or None if the step no
+    longer exists. ``attempted`` remembers the attempt a claim tried, to recognise that
+    claim if its commit was cut off."""
     step = _read_step(step_id)
     if step is None:
         logger.info("skipping step %s v%s: the step no longer exists", step_id, version)
         return None
+    if attempted:
+        mine = _claimed_before(step, version, attempted[-1], worker)
+        if mine is not None:
+            return step, mine
     now = timezone.now()
     reason = _skip_reason(step, version, now)
     if reason:
@@ -514,18 +622,54 @@ def step_execute(*, step_id: int, version: int, worker: str = "") -> Run | None:
             return _redefer(step, version, worker, early)
         time.sleep(early)
         now = timezone.now()
-    claim = _claim(step, version, now, worker)
-    if claim is None:
+    attempted.append(step.attempts + 1)
+    run = _claim(step, version, now, worker)
+    if run is None:
         # The step changed since it was read (during an early hold, say): say why.
         current = _read_step(step_id)
         if current is None:
             return None
         reason = _skip_reason(current, version, timezone.now())
         return _record_skip(current, version, reason or "another delivery claimed it first", worker)
-    run, lease_until = claim
     if run.status == RunStatus.SKIPPED:  # a missed occurrence its job skips
         logger.info("step %s v%s on %s: %s", step.pk, version, step.engine, run.note)
         return run
     step.attempts = run.attempt
-    outcome, started = _run_action(step, run)
-    return _finish(step, run, outcome, started, lease_until)
+    return step, run
+
+
+def step_execute(
+    *, step_id: int, version: int, worker: str = "", keeper: LeaseKeeper | None = None
+) -> Run | None:
+    """Run one delivery of ``(step_id, version)``. Returns the run recorded, if any.
+
+    A stale, cancelled or duplicate delivery is recorded as a skipped run and
+    not executed; a delivery that arrives before the due time is held (up to
+    SCHEDULES_EARLY_HOLD_MAX) or re-armed. ``worker`` names the holder (default: this
+    process); ``keeper`` renews the step's lease while the action runs.
+    """
+    worker = worker or process_name("worker")
+    attempted: list[int] = []
+    taken = _retry_db(
+        lambda: _take(step_id, version, worker, attempted),
+        what="taking the step",
+        step_id=step_id,
+        version=version,
+    )
+    if not isinstance(taken, tuple):
+        return taken
+    step, run = taken
+    if keeper is not None:
+        keeper.hold([step_id])
+    try:
+        outcome, started = _run_action(step, run)
+        # The action has run: from here on only the record is tried again, never the action.
+        return _retry_db(
+            lambda: _finish(step, run, outcome, started),
+            what="recording the run",
+            step_id=step_id,
+            version=version,
+        )
+    finally:
+        if keeper is not None:
+            keeper.release([step_id])

@@ -10,7 +10,6 @@ from typing import Any, TypedDict, Unpack
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
-from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -42,6 +41,7 @@ from ..validation import (
 )
 from .plans import job_pending_step, job_plan_step
 from .sync import steps_sync_on_commit
+from .transactions import retrying
 
 NAME_MAX = 200
 #: The rule's fields: changing one re-plans a recurring job's next occurrence.
@@ -319,7 +319,7 @@ def job_validate(
     return normalized, due
 
 
-@transaction.atomic
+@retrying
 def job_schedule(
     *,
     action: str,
@@ -401,8 +401,10 @@ def email_schedule(
 
 
 def _refence(step: Step, **changes: Any) -> None:
-    """Bump the step's version (the fence) and save: the old timer and message go stale."""
+    """Bump the step's version (the fence) and save: the old timer and message go stale,
+    and whoever held the step in flight no longer does."""
     step.version = F("version") + 1
+    step.holder, step.lease_until = "", None
     for field, value in changes.items():
         setattr(step, field, value)
     step.save()
@@ -425,7 +427,7 @@ def _replan(job: Job, first: dt.datetime) -> None:
     job_plan_step(job, first, sequence=job.last_sequence + 1)
 
 
-@transaction.atomic
+@retrying
 def job_update(
     *,
     job: Job,
@@ -443,7 +445,8 @@ def job_update(
     armed under a new version, so at most one of them can run the step. A new
     rule re-plans the next occurrence (the first one after now).
     """
-    job = Job.objects.select_for_update().get(pk=job.pk)
+    job = Job.objects.select_for_update(no_key=True).get(pk=job.pk)
+    pending = job_pending_step(job)  # locks every pending step, in ascending id, up front
     errors = Errors()
     recurring = job.schedule_type != ScheduleType.ONCE
     editable = (PlanStatus.SCHEDULED, PlanStatus.RUNNING) if recurring else (PlanStatus.SCHEDULED,)
@@ -486,11 +489,14 @@ def job_update(
     errors.raise_if_any()
     if precision is not None and precision != job.precision:
         job.precision = precision
-        step = job_pending_step(job)
-        if step is not None:
+        if pending is not None:
             engine = engine_name_for_precision(precision)
             _refence(
-                step, precision=precision, engine=engine, state=StepState.SCHEDULED, queued_at=None
+                pending,
+                precision=precision,
+                engine=engine,
+                state=StepState.SCHEDULED,
+                queued_at=None,
             )
     for field, value in schedule.fields().items():
         if isinstance(value, dt.datetime):
@@ -508,10 +514,10 @@ def job_update(
     return job
 
 
-@transaction.atomic
+@retrying
 def job_reschedule(*, job: Job, due_at: dt.datetime) -> Job:
     """Move a pending job to ``due_at``. The old timer is disarmed and its message skipped."""
-    job = Job.objects.select_for_update().get(pk=job.pk)
+    job = Job.objects.select_for_update(no_key=True).get(pk=job.pk)
     errors = Errors()
     if job.schedule_type != ScheduleType.ONCE:
         errors.add(
@@ -533,32 +539,34 @@ def job_reschedule(*, job: Job, due_at: dt.datetime) -> Job:
     return job
 
 
-@transaction.atomic
+@retrying
 def job_cancel(*, job: Job) -> Job:
     """Cancel a job: its pending step never runs. An attempt already running finishes."""
-    job = Job.objects.select_for_update().get(pk=job.pk)
+    job = Job.objects.select_for_update(no_key=True).get(pk=job.pk)
     if job.status in (PlanStatus.SUCCEEDED, PlanStatus.FAILED, PlanStatus.CANCELLED):
         raise ValidationError(
             {"status": f"the job is already {job.status}; there is nothing to cancel"}
         )
-    for step in Step.objects.select_for_update().filter(
-        job=job, state__in=[StepState.SCHEDULED, StepState.QUEUED, StepState.RUNNING]
+    for step in (
+        Step.objects.select_for_update(no_key=True)
+        .filter(job=job, state__in=[StepState.SCHEDULED, StepState.QUEUED, StepState.RUNNING])
+        .order_by("pk")  # the lock order: several steps in ascending id
     ):
-        _refence(step, state=StepState.CANCELLED, lease_until=None)
+        _refence(step, state=StepState.CANCELLED)
     job.status = PlanStatus.CANCELLED
     job.save(update_fields=["status", "updated_at"])
     return job
 
 
-@transaction.atomic
+@retrying
 def job_run_now(*, job: Job) -> Job:
     """Run a scheduled job now, or run a failed job again (with fresh attempts)."""
-    job = Job.objects.select_for_update().get(pk=job.pk)
+    job = Job.objects.select_for_update(no_key=True).get(pk=job.pk)
     now = timezone.now()
     step = job_pending_step(job)
     if step is None and job.status == PlanStatus.FAILED:
         step = (
-            Step.objects.select_for_update()
+            Step.objects.select_for_update(no_key=True)
             .filter(job=job)
             .order_by("-sequence", "-poll_number")
             .first()
@@ -569,14 +577,14 @@ def job_run_now(*, job: Job) -> Job:
         raise ValidationError(
             {"status": f"the job is {job.status}; only a scheduled or failed job can run now"}
         )
-    _refence(step, due_at=now, state=StepState.SCHEDULED, queued_at=None, lease_until=None)
+    _refence(step, due_at=now, state=StepState.SCHEDULED, queued_at=None)
     job.due_at = now
     job.status = PlanStatus.SCHEDULED
     job.save(update_fields=["due_at", "status", "updated_at"])
     return job
 
 
-@transaction.atomic
+@retrying
 def job_schedule_many(*, jobs: list[dict[str, Any]], owner: User | None = None) -> list[Job]:
     """Schedule many one-off jobs in one transaction (each dict takes job_schedule's arguments).
 

@@ -17,7 +17,8 @@ again after ``poll_interval`` until the action reports done, it has made
 ``poll_max_checks`` checks, or ``poll_timeout`` seconds have passed since the
 first check's due time (a last check runs at that deadline).
 
-These functions run inside the worker's transactions (``execution``), so a
+These functions run inside the worker's transactions (``execution``), which lock
+the job's row before the step's (the lock order, docs/architecture.md), so a
 step's outcome and the step it plans commit together or not at all; the new
 step's timer exists only once that commit is done (an engine whose timer is the
 row, local, is armed by the commit itself; the others after it).
@@ -49,7 +50,7 @@ from ..models import (
     StepState,
 )
 from ..selectors import rule_for
-from .rows import JobPlan, job_plan_lock, job_plan_save
+from .rows import JobPlan, job_plan_save
 from .sync import timer_for
 
 #: Missed occurrences counted one by one, at most (notes say "at least" beyond).
@@ -104,13 +105,17 @@ def job_plan_step(
 
 
 def job_pending_step(job: Job) -> Step | None:
-    """The job's pending step, locked: its latest step if that one has not run yet."""
-    return (
-        Step.objects.select_for_update()
+    """The job's pending step, locked: its latest step if that one has not run yet.
+
+    Every pending step of the job is locked, in ascending id (the lock order), so that
+    the caller may change any of them afterwards (a job with overlap ``allow`` can have
+    two)."""
+    pending = list(
+        Step.objects.select_for_update(no_key=True)
         .filter(job=job, state__in=PENDING_STATES)
-        .order_by("-sequence", "-poll_number")
-        .first()
+        .order_by("pk")
     )
+    return max(pending, key=lambda step: (step.sequence, step.poll_number), default=None)
 
 
 def _missed_note(count: int) -> str:
@@ -178,8 +183,8 @@ class Taken:
 
 def occurrence_taken(
     *,
+    job: JobPlan,
     step_id: int,
-    job_id: int,
     sequence: int,
     due_at: dt.datetime,
     attempt: int,
@@ -187,8 +192,8 @@ def occurrence_taken(
 ) -> Taken:
     """An occurrence was claimed (attempt ``attempt``): apply the missed policy, count
     the run, and with overlap ``allow`` plan the next occurrence now. A skipped
-    occurrence's step is cancelled here."""
-    job = job_plan_lock(job_id)
+    occurrence's step is cancelled here. ``job`` is the plan, locked by the caller before
+    the step (the lock order)."""
     if attempt > 1:  # a retry or a takeover of an occurrence already counted
         job_plan_save(job, PlanStatus.RUNNING)
         return Taken()
@@ -196,7 +201,9 @@ def occurrence_taken(
     assert rule is not None
     behind = recurrence.count_due(rule, due_at, now, cap=MISSED_COUNT_CAP)
     if behind and job.missed_policy == MissedPolicy.SKIP:
-        Step.objects.filter(pk=step_id).update(state=StepState.CANCELLED, lease_until=None)
+        Step.objects.filter(pk=step_id).update(
+            state=StepState.CANCELLED, holder="", lease_until=None
+        )
         planned = _plan_successor(job, sequence=sequence, due_at=due_at, taken_at=now)
         job_plan_save(job, PlanStatus.SCHEDULED if planned else PlanStatus.SUCCEEDED)
         return Taken(skip=True, note=f"missed: {_missed_note(behind)}; skipped (missed runs: skip)")
@@ -237,7 +244,7 @@ def poll_next_due(
 
 def step_settled(
     *,
-    job_id: int,
+    job: JobPlan,
     sequence: int,
     poll_number: int,
     due_at: dt.datetime,
@@ -252,8 +259,9 @@ def step_settled(
     ``skip`` the next occurrence once this one is over) and save the job's status.
     ``check_again_at`` is set when the action was not done yet; ``taken_at`` is when
     this attempt was claimed (the occurrence's own start is looked up when this is
-    not its first check's first attempt)."""
-    job = job_plan_lock(job_id)
+    not its first check's first attempt). ``job`` is the plan, locked by the caller
+    before the step (the lock order)."""
+    job_id = job.pk
     if check_again_at is not None:
         job.due_at = check_again_at
         job_plan_step(job, check_again_at, sequence=sequence, poll_number=poll_number + 1)

@@ -82,8 +82,8 @@ def job_plan_lock(job_id: int) -> JobPlan:
     write transaction already excludes other writers)."""
     columns = ", ".join("id" if name == "pk" else name for name in PLAN_COLUMNS)
     sql = f"SELECT {columns} FROM {JOB_TABLE} WHERE id = %s"
-    if connection.features.has_select_for_update:
-        sql += " FOR UPDATE"
+    if connection.features.has_select_for_no_key_update:
+        sql += " FOR NO KEY UPDATE"
     with connection.cursor() as cursor:
         cursor.execute(sql, [job_id])
         row = cursor.fetchone()

@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from functools import partial
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -66,6 +66,15 @@ def steps_sync(*, step_ids: Iterable[int], now: dt.datetime | None = None) -> No
             by_engine[step.engine].append(step)
         for engine_name, steps in by_engine.items():
             _sync_engine_steps(engine_name, steps, horizon)
+
+
+def _update_in_order(ids: list[int], version: int, **fields: object) -> None:
+    """Update several steps at ``version``, locking them in ascending id (the lock order)."""
+    with transaction.atomic():
+        locked = Step.objects.filter(pk__in=ids, version=version).order_by("pk")
+        if connection.features.has_select_for_no_key_update:
+            locked = locked.select_for_update(no_key=True)
+        Step.objects.filter(pk__in=list(locked.values_list("pk", flat=True))).update(**fields)
 
 
 def _record_error(step: Step, exc: BaseException) -> None:
@@ -126,7 +135,9 @@ def _sync_engine_steps(engine_name: str, steps: list[Step], horizon: dt.datetime
                 arm_error="",
             )
     for version, ids in plain.items():
-        Step.objects.filter(pk__in=ids, version=version).update(
+        _update_in_order(
+            ids,
+            version,
             arm_state=ArmState.ARMED,
             armed_version=version,
             armed_engine=engine_name,

@@ -214,7 +214,7 @@ def test_overdue_relaxed_steps_are_released_from_the_database(
     Step.objects.filter(job=recent).update(due_at=now - dt.timedelta(minutes=10))
     published: list[tuple[int, int]] = []
     monkeypatch.setattr("schedules.services.dispatch.steps_publish", published.extend)
-    assert services.steps_redeliver_lost(now=now) == 1
+    assert services.steps_release_overdue(now=now) == 1
     step = late.steps.get()
     assert published == [(step.pk, 1)]
     # It runs once; the TTL removal that comes later is skipped by fencing.

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import datetime as dt
+import time
 from typing import Any
 
 import pytest
+from django.db.models import F
 from django.utils import timezone
 
 from schedules import services
 from schedules.models import PlanStatus, Run, RunStatus, Step, StepState
+from schedules.services.leases import LeaseKeeper
 from workers.actions import PermanentError, TransientError, register
 from workers.actions.base import REGISTRY
 from workers.actions.noop import NoopPayload
@@ -158,37 +161,6 @@ def test_cancel_while_running_stops_retries_and_keeps_the_step_cancelled():
     assert step.state == StepState.CANCELLED and job.status == PlanStatus.CANCELLED
 
 
-def test_lost_messages_and_dead_workers_are_redelivered(settings, monkeypatch):
-    settings.SCHEDULES_REDELIVER_AFTER = 60
-    now = timezone.now()
-    queued = services.job_schedule(action="noop", due_at=now).steps.get()
-    running = services.job_schedule(action="noop", due_at=now).steps.get()
-    fresh = services.job_schedule(action="noop", due_at=now).steps.get()
-    Step.objects.filter(pk=queued.pk).update(
-        state=StepState.QUEUED, queued_at=now - dt.timedelta(minutes=5)
-    )
-    Step.objects.filter(pk=running.pk).update(
-        state=StepState.RUNNING, lease_until=now - dt.timedelta(seconds=1)
-    )
-    Step.objects.filter(pk=fresh.pk).update(state=StepState.QUEUED, queued_at=now)
-    # An engine timer that never delivered (e.g. a failed Step Functions execution).
-    undelivered = services.job_schedule(action="noop", due_at=now).steps.get()
-    Step.objects.filter(pk=undelivered.pk).update(
-        engine="stepfunctions", due_at=now - dt.timedelta(minutes=5)
-    )
-    not_yet = services.job_schedule(action="noop", due_at=now).steps.get()
-    Step.objects.filter(pk=not_yet.pk).update(engine="stepfunctions")
-    published: list[tuple[int, int]] = []
-    monkeypatch.setattr("schedules.services.dispatch.steps_publish", published.extend)
-    assert services.steps_redeliver_lost(now=now) == 3
-    assert sorted(published) == sorted([(queued.pk, 1), (running.pk, 1), (undelivered.pk, 1)])
-    undelivered.refresh_from_db()
-    assert undelivered.state == StepState.QUEUED and undelivered.queued_at == now
-    # Nothing is republished again before SCHEDULES_REDELIVER_AFTER passes.
-    published.clear()
-    assert services.steps_redeliver_lost(now=now + dt.timedelta(seconds=30)) == 0
-
-
 def test_a_reschedule_during_the_early_hold_wins(settings, monkeypatch):
     settings.SCHEDULES_EARLY_HOLD_MAX = 5
     job = services.job_schedule(action="noop", due_at=timezone.now() + dt.timedelta(seconds=1))
@@ -214,7 +186,9 @@ def test_an_attempt_that_lost_its_lease_cannot_finish_the_step():
     def outlives_lease(ctx: Any, payload: Any) -> dict[str, Any]:
         # Another worker took the step over while this attempt was still running.
         Step.objects.filter(pk=ctx.step_id).update(
-            lease_until=timezone.now() + dt.timedelta(minutes=5)
+            attempts=F("attempts") + 1,
+            holder="worker:other:1",
+            lease_until=timezone.now() + dt.timedelta(minutes=5),
         )
         return {}
 
@@ -229,8 +203,34 @@ def test_an_attempt_that_lost_its_lease_cannot_finish_the_step():
     assert step.state == StepState.RUNNING  # still owned by the attempt that took over
 
 
-def test_celery_time_limits_stay_inside_the_lease(settings):
-    from scheduler_project import settings as project_settings
+def test_a_long_action_keeps_its_lease_and_a_second_delivery_does_nothing(settings):
+    """The lease is renewed while the action runs, so an action longer than the lease is
+    not taken over, and a duplicate delivery meanwhile is skipped."""
+    settings.SCHEDULES_LEASE_SECONDS = 1
+    job = services.job_schedule(action="noop", due_at=timezone.now())
+    step = job.steps.get()
+    seen: dict[str, Any] = {}
 
-    assert project_settings.CELERY_TASK_SOFT_TIME_LIMIT < project_settings.CELERY_TASK_TIME_LIMIT
-    assert project_settings.CELERY_TASK_TIME_LIMIT < project_settings.SCHEDULES_LEASE_SECONDS
+    @register("outlives_lease_seconds", payload=NoopPayload, description="test")
+    def long_action(ctx: Any, payload: Any) -> dict[str, Any]:
+        time.sleep(2.5)  # two and a half leases
+        seen["lease_left"] = (
+            Step.objects.get(pk=ctx.step_id).lease_until - timezone.now()
+        ).total_seconds()
+        seen["second"] = services.step_execute(step_id=ctx.step_id, version=ctx.version)
+        return {}
+
+    keeper = LeaseKeeper("worker:test:1", lease=1, every=0.25)
+    try:
+        Step.objects.filter(pk=step.pk).update(action="outlives_lease_seconds")
+        run = services.step_execute(
+            step_id=step.pk, version=1, worker="worker:test:1", keeper=keeper
+        )
+    finally:
+        keeper.stop()
+        REGISTRY.pop("outlives_lease_seconds")
+    assert run.status == RunStatus.SUCCEEDED and run.attempt == 1
+    assert seen["lease_left"] > 0  # renewed past its first expiry
+    assert seen["second"].status == RunStatus.SKIPPED
+    assert "running under a live lease" in seen["second"].note
+    assert keeper.held == frozenset()

@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from celery.exceptions import Retry
 from django.db import OperationalError
 from django.utils import timezone
 
 from schedules import services
 from schedules.models import Run, RunStatus, Step, StepState
+from schedules.services import execution
 from workers import tasks
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -30,29 +30,47 @@ def test_run_steps_runs_each_step_of_the_chunk_once():
     assert Run.objects.filter(status=RunStatus.SUCCEEDED).count() == 3
 
 
-def test_a_database_error_retries_only_the_steps_not_yet_run(monkeypatch):
+def test_a_database_error_is_retried_in_place_and_each_step_runs_once(monkeypatch):
     pairs = released(3)
-    real = services.step_execute
+    real = execution._claim
     calls: list[int] = []
 
-    def flaky(*, step_id: int, version: int, worker: str = "") -> Any:
-        calls.append(step_id)
+    def flaky_claim(step: Any, *args: Any) -> Any:
+        calls.append(step.pk)
         if len(calls) == 2:
-            raise OperationalError("database is locked")
-        return real(step_id=step_id, version=version, worker=worker)
+            raise OperationalError("server closed the connection unexpectedly")
+        return real(step, *args)
 
-    monkeypatch.setattr(tasks, "step_execute", flaky)
-    retried: list[Any] = []
+    monkeypatch.setattr(execution, "_claim", flaky_claim)
+    monkeypatch.setattr(execution.time, "sleep", lambda seconds: None)
+    tasks.run_steps.run(pairs)
+    assert calls == [pairs[0][0], pairs[1][0], pairs[1][0], pairs[2][0]]
+    assert set(Step.objects.values_list("state", "holder")) == {(StepState.SUCCEEDED, "")}
+    assert Run.objects.filter(status=RunStatus.SUCCEEDED).count() == 3
+    assert Run.objects.count() == 3
 
-    def retry(*args: Any, **kwargs: Any) -> Retry:
-        retried.append(kwargs["args"])
-        return Retry("retry")
 
-    monkeypatch.setattr(tasks.run_steps, "retry", retry)
-    with pytest.raises(Retry):
-        tasks.run_steps.run(pairs)
-    assert retried == [(pairs[1:],)]
-    assert Step.objects.get(pk=pairs[0][0]).state == StepState.SUCCEEDED
+def test_the_message_s_steps_are_held_from_its_start(monkeypatch):
+    pairs = released(2)
+    holders: list[tuple[str, str]] = []
+    real = execution._claim
+
+    def look(step: Any, *args: Any) -> Any:
+        holders.extend(Step.objects.order_by("pk").values_list("holder", "state"))
+        return real(step, *args)
+
+    monkeypatch.setattr(execution, "_claim", look)
+    tasks.run_steps.run(pairs)
+    worker = holders[0][0]
+    assert worker.endswith(f":{__import__('os').getpid()}")
+    # Before the first claim both steps are this process's; before the second, the first
+    # has been recorded and let go.
+    assert holders == [
+        (worker, "queued"),
+        (worker, "queued"),
+        ("", "succeeded"),
+        (worker, "queued"),
+    ]
 
 
 def test_a_long_chunk_hands_its_rest_to_a_new_message(monkeypatch, settings):
@@ -63,4 +81,7 @@ def test_a_long_chunk_hands_its_rest_to_a_new_message(monkeypatch, settings):
     tasks.run_steps.run(pairs)
     assert Step.objects.get(pk=pairs[0][0]).state == StepState.SUCCEEDED
     assert sent == [(pairs[1:],)]
-    assert Step.objects.filter(state=StepState.QUEUED).count() == 2
+    # The rest is in the broker again, held by nobody (the new message's worker holds it).
+    assert set(
+        Step.objects.filter(pk__in=[pk for pk, _ in pairs[1:]]).values_list("state", "holder")
+    ) == {(StepState.QUEUED, "")}

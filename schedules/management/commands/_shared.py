@@ -19,6 +19,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from schedules.models import Job, MissedPolicy, OverlapPolicy, Precision, ScheduleType, Step
 from schedules.selectors import describe_schedule, job_next_occurrences
+from schedules.services import Busy
 
 EXIT_STATUS = (
     "Exit status: 0 on success; 1 on an error (the message on stderr says what to do; "
@@ -76,6 +77,17 @@ def error_lines(exc: ValidationError) -> str:
         for field, messages in error_dict(exc).items()
         for message in messages
     )
+
+
+class ServiceCommand(BaseCommand):
+    """A command that writes through the services: a database that keeps reporting a
+    conflict (``services.Busy``: nothing was written) ends it with a clear error."""
+
+    def execute(self, *args: Any, **options: Any) -> str | None:
+        try:
+            return super().execute(*args, **options)
+        except Busy as exc:
+            raise CommandError(f"{exc} (nothing was stored)") from exc
 
 
 def validation_failed(

@@ -36,6 +36,8 @@ class Command(BaseCommand):
                 errors.append({"id": job_id, "error": {"id": [str(exc)]}})
             except ValidationError as exc:
                 errors.append({"id": job_id, "error": error_dict(exc)})
+            except services.Busy as exc:
+                errors.append({"id": job_id, "error": {"database": [str(exc)]}})
             else:
                 cancelled.append(job_id)
                 if not options["json"]:

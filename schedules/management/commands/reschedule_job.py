@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 
 from schedules import services
 from schedules.models import ScheduleType, Step
@@ -15,6 +15,7 @@ from schedules.selectors import describe_schedule
 from ._shared import (
     DUE_HELP,
     EXIT_STATUS,
+    ServiceCommand,
     add_rule_options,
     get_job,
     iso,
@@ -26,7 +27,7 @@ from ._shared import (
 )
 
 
-class Command(BaseCommand):
+class Command(ServiceCommand):
     help = (
         "Move a scheduled one-off job to a new due time (--due). Its step gets a new version: "
         "the old timer is disarmed and a message already on its way is skipped, so the job "

@@ -5,12 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 
 from schedules import services
 
 from ._shared import (
     EXIT_STATUS,
+    ServiceCommand,
     add_job_options,
     job_as_dict,
     job_options,
@@ -20,7 +21,7 @@ from ._shared import (
 )
 
 
-class Command(BaseCommand):
+class Command(ServiceCommand):
     help = (
         "Schedule an email (the send_email action) at --due, or by a rule (--every or "
         "--cron, as schedule_job): to one or more --to addresses, "

@@ -5,12 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import CommandParser
 
 from schedules import services
 
 from ._shared import (
     EXIT_STATUS,
+    ServiceCommand,
     add_job_options,
     job_as_dict,
     job_options,
@@ -21,7 +22,7 @@ from ._shared import (
 )
 
 
-class Command(BaseCommand):
+class Command(ServiceCommand):
     help = (
         "Schedule a job: run the registered action --action with a JSON payload once at "
         "--due, or by a rule, --every (a rate) or --cron, from --starts to --ends or for "
