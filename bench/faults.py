@@ -15,7 +15,10 @@ of its own, so a step that starts twice is seen even if the product's records we
 Per case it prints: jobs, lost (never started), doubled (started twice, not flagged),
 doubled but flagged uncertain (the first attempt's worker or database died between the
 effect and its record: allowed, and said), runs flagged uncertain, and recovery time per
-fault (p50 / max): from the fault to the start of the last step that was due by then.
+fault (p50 / max): from the fault to the (re)start of the last step it hit. A fault hits
+the steps the killed process held (a worker: the one it ran and the rest of its message;
+a dispatcher: its claimed batch), or every step in flight (queued or running) for a
+broker or database restart.
 See docs/reliability.md for the figures and what they mean.
 """
 
@@ -29,6 +32,7 @@ import json
 import os
 import random
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -45,8 +49,15 @@ if str(ROOT) not in sys.path:
 from bench.servers import PostgresCluster, RedisServer  # noqa: E402
 
 SHAPES = ("pg-redis", "sqlite-folder")
-#: How late a step due before a fault may start and still count as unaffected.
-DUE_SLACK = 0.5
+
+
+@dataclasses.dataclass
+class Fault:
+    """When a fault struck and which steps it hit (held by the process it killed, or in
+    flight when the broker or the database went away)."""
+
+    at: float
+    hit: set[int]
 
 
 @dataclasses.dataclass
@@ -71,13 +82,14 @@ class Result:
     doubled_uncertain: int = 0
     uncertain: int = 0
     faults: int = 0
+    hit: int = 0  # steps the faults hit, summed
     recovery: list[float] = dataclasses.field(default_factory=list)
     worker_exits: int = 0
     notes: list[str] = dataclasses.field(default_factory=list)
 
     def p50(self) -> float | None:
         ordered = sorted(self.recovery)
-        return ordered[len(ordered) // 2] if ordered else None
+        return ordered[(len(ordered) - 1) // 2] if ordered else None  # nearest rank
 
     def as_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -162,7 +174,7 @@ class Harness:
                 "-Q",
                 queue,
                 "-n",
-                f"{queue}-{self.count}@%h",
+                f"{queue}-{self.count + 1}@%h",  # the number _start gives this process
             ],
         )
         if wait:
@@ -183,13 +195,35 @@ class Harness:
             time.sleep(0.1)
         raise TimeoutError(f"{name} did not log {text!r} in {timeout} s")
 
-    def kill(self, name: str) -> float:
-        """SIGKILL the process and its children (a worker's pool). Returns when."""
+    def holder_prefix(self, name: str) -> str:
+        """How the steps a process holds name it: a worker's pool processes by the worker's
+        node name (``<queue>-<n>@host:pid``), a dispatcher by its process id."""
+        number = name.rsplit("-", 1)[1]
+        if name.startswith("worker"):
+            return f"{self.env['CELERY_TASK_DEFAULT_QUEUE']}-{number}@"
+        return f"dispatcher:{socket.gethostname()}:{self.processes[name].pid}"
+
+    def kill(self, name: str) -> Fault:
+        """SIGKILL the process and its children (a worker's pool): the steps it held are hit."""
+        from schedules.models import Step
+
+        prefix = self.holder_prefix(name)
         process = self.processes.pop(name)
         at = time.time()
         os.killpg(process.pid, signal.SIGKILL)
         process.wait()
-        return at
+        hit = set(Step.objects.filter(holder__startswith=prefix).values_list("pk", flat=True))
+        return Fault(at, hit)
+
+    @staticmethod
+    def in_flight() -> Fault:
+        """Now, and every step queued or running (what a broker or database restart hits)."""
+        from schedules.models import Step, StepState
+
+        states = (StepState.QUEUED, StepState.RUNNING)
+        return Fault(
+            time.time(), set(Step.objects.filter(state__in=states).values_list("pk", flat=True))
+        )
 
     def alive(self, role: str) -> list[str]:
         return [n for n, p in self.processes.items() if n.startswith(role) and p.poll() is None]
@@ -253,7 +287,7 @@ class Harness:
             time.sleep(0.5)
         return False
 
-    def tally(self, shape: str, case: str, job_ids: list[int], faults: list[float]) -> Result:
+    def tally(self, shape: str, case: str, job_ids: list[int], faults: list[Fault]) -> Result:
         """Count lost and doubled starts from the action's own marks, and recovery times."""
         from bench.actions import MarkReader, marks_dir
         from schedules.models import Job, PlanStatus, Run, Step
@@ -284,17 +318,16 @@ class Harness:
                     result.doubled_uncertain += 1
                 else:
                     result.doubled += 1
-        last_start = {
-            step_id: max(at for _v, _a, at, _pid in marks)
-            for step_id, marks in reader.marks.items()
-        }
-        for at in faults:
+        for fault in faults:
+            # From the fault to the first start after it of each step it hit.
             late = [
-                last_start[step_id] - at
-                for step_id, due_at in due.items()
-                if due_at <= at + DUE_SLACK and last_start.get(step_id, 0) > at
+                min(at for _v, _a, at, _pid in reader.marks.get(step_id, []) if at > fault.at)
+                - fault.at
+                for step_id in fault.hit
+                if any(at > fault.at for _v, _a, at, _pid in reader.marks.get(step_id, []))
             ]
             result.recovery.append(round(max(late, default=0.0), 3))
+            result.hit += len(fault.hit)
         self.check_exits()
         result.worker_exits = sum(1 for name in self.exits if name.startswith("worker"))
         return result
@@ -323,7 +356,7 @@ def _run_case(
     *,
     dispatchers: int = 1,
     long_every: int = 0,
-    inject: Callable[[float, float], list[float]] | None = None,
+    inject: Callable[[float, float], list[Fault]] | None = None,
     grace: float = 120.0,
 ) -> Result:
     """Start the stack, schedule the jobs, inject faults, wait, count."""
@@ -347,7 +380,7 @@ def worker_kill(h: Harness, shape: str, sizes: Sizes) -> Result:
     running actions and on held messages."""
 
     def inject(start: float, window: float) -> list[float]:
-        faults: list[float] = []
+        faults: list[Fault] = []
 
         def kill_one() -> None:
             victim = random.choice(h.alive("worker"))
@@ -364,7 +397,7 @@ def dispatcher_kill(h: Harness, shape: str, sizes: Sizes) -> Result:
     """SIGKILL of one of two dispatchers at random moments; a supervisor restarts it 1 s later."""
 
     def inject(start: float, window: float) -> list[float]:
-        faults: list[float] = []
+        faults: list[Fault] = []
 
         def kill_one() -> None:
             victim = random.choice(h.alive("dispatcher"))
@@ -379,16 +412,16 @@ def dispatcher_kill(h: Harness, shape: str, sizes: Sizes) -> Result:
     return _run_case(h, shape, "dispatcher_kill", sizes, dispatchers=2, inject=inject)
 
 
-def claim_then_die(h: Harness, count: int = 50) -> float:
+def claim_then_die(h: Harness, count: int = 50) -> Fault:
     """A dispatcher process that claims a batch of due steps and dies before it publishes
-    it (the window a random SIGKILL rarely hits). Returns when it died."""
+    it (the window a random SIGKILL rarely hits): its batch is hit."""
     code = (
         "import os, django; django.setup()\n"
         "from django.conf import settings\n"
         "from schedules import services\n"
         f"rows = services.steps_claim_due(limit={count}, holder=services.process_name("
         "'dispatcher'), lease=settings.SCHEDULES_DISPATCH_LEASE_SECONDS)\n"
-        "print(len(rows), flush=True)\n"
+        "print(' '.join(str(pk) for pk, _ in rows), flush=True)\n"
         "os._exit(9)\n"
     )
     process = subprocess.run(
@@ -396,7 +429,7 @@ def claim_then_die(h: Harness, count: int = 50) -> float:
     )
     if process.returncode != 9:
         raise RuntimeError(f"the claiming process failed: {process.stderr.decode()[-2000:]}")
-    return time.time()
+    return Fault(time.time(), {int(pk) for pk in process.stdout.decode().split()})
 
 
 def dispatcher_dies_holding_a_claim(h: Harness, shape: str, sizes: Sizes) -> Result:
@@ -404,7 +437,7 @@ def dispatcher_dies_holding_a_claim(h: Harness, shape: str, sizes: Sizes) -> Res
     another dispatcher runs: the batch must start within the claim's lease."""
 
     def inject(start: float, window: float) -> list[float]:
-        faults: list[float] = []
+        faults: list[Fault] = []
         _at(_spread(start, window, sizes.faults), lambda: faults.append(claim_then_die(h)))
         return faults
 
@@ -423,10 +456,10 @@ def redis_restart(h: Harness, shape: str, sizes: Sizes) -> Result:
     redis = h.redis
 
     def inject(start: float, window: float) -> list[float]:
-        faults: list[float] = []
+        faults: list[Fault] = []
 
         def restart() -> None:
-            faults.append(time.time())
+            faults.append(h.in_flight())
             redis.restart(down_for=1.0)
 
         _at(_spread(start, window, sizes.restarts), restart)
@@ -443,10 +476,10 @@ def postgres_restart(h: Harness, shape: str, sizes: Sizes) -> Result:
     def inject(start: float, window: float) -> list[float]:
         from django.db import connection
 
-        faults: list[float] = []
+        faults: list[Fault] = []
 
         def restart() -> None:
-            faults.append(time.time())
+            faults.append(h.in_flight())
             postgres.restart_immediate()
             connection.close()
 
@@ -458,7 +491,8 @@ def postgres_restart(h: Harness, shape: str, sizes: Sizes) -> Result:
 
 def cancel_race(h: Harness, shape: str, sizes: Sizes) -> Result:
     """While the jobs fall due, another thread (its own database connection) cancels or
-    reschedules ``races`` of them, each just before or while it is due. No caller may see
+    reschedules ``races`` of them, each around its due time (from 0.3 s before to 0.1 s
+    after: queued, being claimed, running, being recorded or done). No caller may see
     a database error and nothing may run twice."""
     from django.core.exceptions import ValidationError
     from django.db import connection
@@ -479,7 +513,9 @@ def cancel_race(h: Harness, shape: str, sizes: Sizes) -> Result:
         def race() -> None:
             try:
                 for index, (job_id, due_at) in enumerate(chosen):
-                    time.sleep(max(0.0, due_at.timestamp() - 0.05 - time.time()))
+                    # Around its due time: queued, claimed, running, recording or done.
+                    moment = due_at.timestamp() + random.uniform(-0.3, 0.1)
+                    time.sleep(max(0.0, moment - time.time()))
                     job = Job.objects.get(pk=job_id)
                     try:
                         if index % 2:
@@ -604,9 +640,9 @@ def print_table(results: list[dict[str, Any]]) -> bool:
     print()
     print(
         "| shape | case | jobs | lost | doubled | doubled, flagged uncertain | uncertain runs "
-        "| faults | recovery p50 / max | target |"
+        "| faults | steps hit | recovery p50 / max | target |"
     )
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     ok = True
     for r in results:
         if "error" in r:
@@ -621,7 +657,8 @@ def print_table(results: list[dict[str, Any]]) -> bool:
         recovery = f"{fmt(r['recovery_p50'])} / {fmt(r['recovery_max'])}" if r["faults"] else "-"
         print(
             f"| {r['shape']} | {r['case']} | {r['jobs']} | {r['lost']} | {r['doubled']} "
-            f"| {r['doubled_uncertain']} | {r['uncertain']} | {r['faults']} | {recovery} "
+            f"| {r['doubled_uncertain']} | {r['uncertain']} | {r['faults']} | {r['hit']} "
+            f"| {recovery} "
             f"| {f'≤ {target:.0f} s, ' if target else ''}{'met' if met else 'MISSED'} |"
         )
     for r in results:

@@ -48,6 +48,7 @@ from .services import (
     steps_recover,
     steps_release_overdue,
     steps_unclaim,
+    steps_waiting_report,
 )
 
 logger = logging.getLogger(__name__)
@@ -195,17 +196,22 @@ class Dispatcher:
                 self.on_batch(len(rows))
         return len(rows)
 
-    def recover(self) -> None:
-        """Release again the steps whose holder is gone or whose message was lost."""
-        recovered = steps_recover()
+    def recover(self, *, queued_too_long: bool = False) -> None:
+        """Release again the steps whose holder is gone or whose message was lost (and, at
+        a sweep, those in the broker for SCHEDULES_REDELIVER_AFTER)."""
+        recovered = steps_recover(queued_too_long=queued_too_long)
         self.stats.recoveries += 1
         self.stats.recovered += recovered.total
 
     def sweep(self) -> None:
+        self.recover(queued_too_long=True)
         armed = steps_arm_pending()
         overdue = steps_release_overdue()
         forgotten = idempotency_purge_expired()
+        waiting = steps_waiting_report()
         self.stats.sweeps += 1
+        if waiting:
+            logger.warning("sweep: %s", waiting)
         if armed or overdue or forgotten:
             logger.info(
                 "sweep: armed %s step(s), released %s overdue, forgot %s idempotency key(s)",
@@ -243,12 +249,13 @@ class Dispatcher:
                 try:
                     if waker is None:
                         waker = self._make_waker()
+                    if time.monotonic() >= next_sweep:
+                        self.sweep()  # (with a recovery pass of its own)
+                        next_sweep = time.monotonic() + self.sweep_interval
+                        next_recover = time.monotonic() + settings.SCHEDULES_RECOVER_INTERVAL
                     if time.monotonic() >= next_recover:
                         self.recover()
                         next_recover = time.monotonic() + settings.SCHEDULES_RECOVER_INTERVAL
-                    if time.monotonic() >= next_sweep:
-                        self.sweep()
-                        next_sweep = time.monotonic() + self.sweep_interval
                     pause = next_claim - time.monotonic()
                     if pause > 0:
                         self.stop.wait(pause)

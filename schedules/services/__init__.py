@@ -18,6 +18,7 @@ from .dispatch import (
     steps_recover,
     steps_release_overdue,
     steps_unclaim,
+    steps_waiting_report,
 )
 from .execution import retry_delay, step_execute
 from .jobs import (
@@ -79,5 +80,6 @@ __all__ = [
     "steps_sync",
     "steps_sync_on_commit",
     "steps_unclaim",
+    "steps_waiting_report",
     "timer_for",
 ]

@@ -129,7 +129,11 @@ def steps_publish(pairs: Sequence[tuple[int, int]]) -> None:
 
     with run_steps.app.producer_or_acquire() as producer:
         for chunk in chunks(pairs):
-            run_steps.apply_async(([[pk, version] for pk, version in chunk],), producer=producer)
+            run_steps.apply_async(
+                ([[pk, version] for pk, version in chunk],),
+                producer=producer,
+                queue=settings.CELERY_TASK_DEFAULT_QUEUE,  # the queue the recovery pass reads
+            )
 
 
 def _overdue_on_engines(now: dt.datetime, stale: dt.datetime) -> list[QuerySet[Step]]:
@@ -150,14 +154,15 @@ def _overdue_on_engines(now: dt.datetime, stale: dt.datetime) -> list[QuerySet[S
 
 
 def _take(queries: Sequence[QuerySet[Step]], limit: int) -> list[tuple[int, int]]:
-    """(id, version) of up to ``limit`` steps matching ``queries``, locked, skipping locked."""
+    """(id, version) of up to ``limit`` steps matching ``queries``, locked, skipping locked
+    ones (a lock that never waits needs no order, and no sort stops the scan at ``limit``)."""
     rows: list[tuple[int, int]] = []
     for query in queries:
         if len(rows) >= limit:
             break
         if connection.features.has_select_for_update_skip_locked:
             query = query.select_for_update(skip_locked=True, no_key=True)
-        rows += list(query.order_by("pk").values_list("pk", "version")[: limit - len(rows)])
+        rows += list(query.order_by().values_list("pk", "version")[: limit - len(rows)])
     return rows
 
 
@@ -199,8 +204,8 @@ class Recovered:
         return self.holder_gone + self.lost_in_broker + self.queued_too_long
 
 
-def broker_queue_empty() -> bool | None:
-    """Whether the workers' queue holds no message (None: the broker did not say).
+def broker_queue_length() -> int | None:
+    """How many messages wait in the workers' queue (None: the broker did not say).
 
     A queue the broker does not know (Redis drops an empty list; a restarted Redis
     without persistence has none) is empty.
@@ -217,13 +222,44 @@ def broker_queue_empty() -> bool | None:
             _name, count, _consumers = channel.queue_declare(queue=queue, passive=True)
     except ChannelError as exc:
         if "NOT_FOUND" in str(exc) or "no queue" in str(exc).lower():
-            return True
+            return 0
         logger.info("could not read the length of queue %s: %s", queue, exc)
         return None
     except (OperationalError, OSError) as exc:
         logger.info("could not read the length of queue %s: %s", queue, exc)
         return None
-    return int(count) == 0
+    return int(count)
+
+
+def broker_queue_empty() -> bool | None:
+    """Whether the workers' queue holds no message (None: the broker did not say)."""
+    length = broker_queue_length()
+    return None if length is None else length == 0
+
+
+def steps_waiting_report(
+    *, now: dt.datetime | None = None, queue_length: Callable[[], int | None] = broker_queue_length
+) -> str:
+    """One line for the sweep's log when steps wait in the broker past the grace while its
+    queue is not empty: nothing consumes it (no worker, or workers on another queue). ''
+    when nothing waits."""
+    now = now or timezone.now()
+    grace: float = settings.SCHEDULES_LOST_MESSAGE_GRACE
+    waiting = Step.objects.filter(
+        state=StepState.QUEUED, holder="", queued_at__lt=now - dt.timedelta(seconds=grace)
+    )
+    oldest = waiting.order_by("queued_at").values_list("queued_at", flat=True).first()
+    if oldest is None:
+        return ""
+    length = queue_length()
+    if not length:
+        return ""  # an empty queue: the recovery pass publishes them again
+    return (
+        f"{waiting.count()} step(s) have waited in the broker for over {grace:.0f} s (the "
+        f"oldest {(now - oldest).total_seconds():.0f} s) and queue "
+        f"{settings.CELERY_TASK_DEFAULT_QUEUE!r} holds {length} message(s): is a worker "
+        "consuming it?"
+    )
 
 
 def steps_recover(
@@ -231,6 +267,7 @@ def steps_recover(
     now: dt.datetime | None = None,
     limit: int = 1000,
     queue_empty: Callable[[], bool | None] = broker_queue_empty,
+    queued_too_long: bool = True,
 ) -> Recovered:
     """Release again the steps in flight that nothing will run (invariant 10).
 
@@ -242,8 +279,10 @@ def steps_recover(
       SCHEDULES_LOST_MESSAGE_GRACE while the workers' queue is empty: its message was
       lost (a broker restart without persistence, a worker that died holding it
       unstarted). The broker's queue length is asked only when such steps exist.
-    * **Queued too long**: in the broker for SCHEDULES_REDELIVER_AFTER although the queue
-      is not empty (a fallback for a loss hidden behind a long backlog).
+    * **Queued too long** (unless ``queued_too_long`` is false: the dispatcher looks for
+      these at its sweeps only, as it reads every step in the broker): in the broker for
+      SCHEDULES_REDELIVER_AFTER although the queue is not empty (a fallback for a loss
+      hidden behind a long backlog).
 
     A duplicate this creates is harmless: the worker's claim admits one delivery.
     """
@@ -262,7 +301,10 @@ def steps_recover(
             [Step.objects.filter(lease_until__lt=now, state__in=in_flight).exclude(holder="")],
             limit,
         )
-        lost = _take([suspects if empty else unheld.filter(queued_at__lt=stale)], limit)
+        if empty:
+            lost = _take([suspects], limit)
+        else:
+            lost = _take([unheld.filter(queued_at__lt=stale)], limit) if queued_too_long else []
         gone_ids = [pk for pk, _ in gone]
         # Back in the broker, held by nobody; a running step keeps its lapsed lease, which
         # is what lets the next delivery take it over.

@@ -597,7 +597,7 @@ def _retry_db(func: Callable[[], T], *, what: str, step_id: int, version: int) -
             pause = min(pause * 2, 5.0)
 
 
-def _take(
+def _fence_and_claim(
     step_id: int, version: int, worker: str, attempted: list[int]
 ) -> tuple[StepRow, Run] | Run | None:
     """Fence, hold an early message until due, and claim. Returns the step as claimed
@@ -651,7 +651,7 @@ def step_execute(
     worker = worker or process_name("worker")
     attempted: list[int] = []
     taken = _retry_db(
-        lambda: _take(step_id, version, worker, attempted),
+        lambda: _fence_and_claim(step_id, version, worker, attempted),
         what="taking the step",
         step_id=step_id,
         version=version,

@@ -1,8 +1,9 @@
 """The README's first command: ``run_stack`` on a fresh data folder, used through the admin.
 
 A real browser session over HTTP: log in as the demo superuser, add a job due
-in a few seconds on the admin's add form, and see it run on time; Ctrl-C stops
-web, scheduler and worker. Nothing is shared with the test database: run_stack
+in a few seconds on the admin's add form, and see it run on time; a worker killed
+with SIGKILL is restarted and runs the next job; Ctrl-C stops web, scheduler and
+worker. Nothing is shared with the test database: run_stack
 migrates its own SQLite file, as on a newcomer's machine.
 """
 
@@ -22,6 +23,7 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
+import psutil
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -140,6 +142,56 @@ def test_run_stack_runs_a_job_added_in_the_admin(tmp_path):
         _status, lateness_us = run_row()  # type: ignore[misc]
         # On time: the run started at its due time (the worker never starts early).
         assert 0 <= lateness_us < 1_000_000, lateness_us
+
+        # A worker that dies is restarted by run_stack, which says so, and work goes on.
+        (worker,) = [
+            child
+            for child in psutil.Process(stack.pid).children()
+            if "celery" in " ".join(child.cmdline())
+        ]
+        os.killpg(worker.pid, signal.SIGKILL)
+        wait_for(
+            lambda: "[stack] restarted worker" in log.read_text(),
+            30,
+            "the worker was not restarted",
+            log,
+        )
+        assert "[stack] worker exited with code -9" in log.read_text()
+        wait_for(
+            lambda: log.read_text().count(" ready.") >= 2, 90, "the new worker was not ready", log
+        )
+        due = (dt.datetime.now(dt.UTC) + dt.timedelta(seconds=2)).replace(microsecond=0)
+        page = browser.post_form(
+            "/admin/schedules/job/add/",
+            {
+                "name": "after the restart",
+                "action": "noop",
+                "payload": "{}",
+                "due_at_0": due.strftime("%Y-%m-%d"),
+                "due_at_1": due.strftime("%H:%M:%S"),
+                "time_zone": "UTC",
+                "precision": "precise",
+                "max_attempts": "3",
+                "schedule_type": "once",
+                "missed_policy": "run_once",
+                "overlap_policy": "skip",
+            },
+        )
+        assert "was added successfully" in page, page[:3000]
+
+        def restarted_run() -> tuple[str] | None:
+            with sqlite3.connect(database, timeout=10) as db:
+                return db.execute(
+                    "SELECT r.status FROM schedules_run r JOIN schedules_job j "
+                    "ON j.id = r.job_id WHERE j.name = 'after the restart'"
+                ).fetchone()
+
+        wait_for(
+            lambda: restarted_run() == ("succeeded",),
+            30,
+            "the job after the restart did not run",
+            log,
+        )
     finally:
         stack.send_signal(signal.SIGINT)
         try:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
+import uuid
 
 import pytest
 from django.db import connection
@@ -127,6 +128,11 @@ def test_a_step_queued_too_long_is_republished_even_behind_a_backlog(now, publis
     settings.SCHEDULES_REDELIVER_AFTER = 60
     old = a_step(now, state=StepState.QUEUED, queued_at=now - dt.timedelta(seconds=61))
     a_step(now, state=StepState.QUEUED, queued_at=now - dt.timedelta(seconds=30))
+    # The dispatcher's frequent pass leaves these to its sweep (it would read every step
+    # waiting in the broker every few seconds).
+    assert services.steps_recover(now=now, queue_empty=lambda: False, queued_too_long=False) == (
+        services.Recovered()
+    )
     counts = recover(now, empty=False)
     assert counts.queued_too_long == 1 and published == [(old.pk, 1)]
 
@@ -248,3 +254,27 @@ def test_the_lease_index_serves_the_recovery_pass_behind_a_backlog(now):
             cursor.execute(f"EXPLAIN {sql}", [timezone.now()])
             plan = " ".join(row[0] for row in cursor.fetchall())
     assert "step_lease" in plan
+
+
+def test_while_no_worker_consumes_the_sweep_says_so_in_one_line(now, settings, caplog):
+    settings.SCHEDULES_LOST_MESSAGE_GRACE = 10
+    for seconds in (64, 30, 12, 2):
+        a_step(now, state=StepState.QUEUED, queued_at=now - dt.timedelta(seconds=seconds))
+    report = services.steps_waiting_report(now=now, queue_length=lambda: 700)
+    assert report == (
+        "3 step(s) have waited in the broker for over 10 s (the oldest 64 s) and queue "
+        f"{settings.CELERY_TASK_DEFAULT_QUEUE!r} holds 700 message(s): is a worker consuming it?"
+    )
+    # An empty queue is the recovery pass's business (it publishes them again), not this.
+    assert services.steps_waiting_report(now=now, queue_length=lambda: 0) == ""
+    assert services.steps_waiting_report(now=now, queue_length=lambda: None) == ""
+
+
+def test_the_broker_queue_length_is_read_from_the_broker(settings):
+    """The folder broker: a queue nobody declared is empty; a published message counts."""
+    from schedules.services.dispatch import broker_queue_length
+
+    settings.CELERY_TASK_DEFAULT_QUEUE = f"test-length-{uuid.uuid4().hex[:8]}"
+    assert broker_queue_length() == 0
+    services.steps_publish([(1, 1)])
+    assert broker_queue_length() == 1

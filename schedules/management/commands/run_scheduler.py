@@ -15,9 +15,10 @@ from schedules.dispatcher import Dispatcher
 class Command(BaseCommand):
     help = (
         "Release due steps of the local engine to the Celery queue, sleeping until the next "
-        "due time. Also arms steps as they come into the horizon and redelivers lost ones. "
-        "Safe to run more than once on PostgreSQL. Stops cleanly on SIGTERM or SIGINT after "
-        "the batch in flight."
+        "due time. Also releases again the steps of a worker or dispatcher that died and "
+        "messages the broker lost (every SCHEDULES_RECOVER_INTERVAL), and arms steps as they "
+        "come into the horizon. Safe to run more than once on PostgreSQL. Stops cleanly on "
+        "SIGTERM or SIGINT after the batch in flight."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -38,7 +39,8 @@ class Command(BaseCommand):
             "--sweep-interval",
             type=float,
             default=None,
-            help="Seconds between arm/redelivery sweeps (default: SCHEDULES_SWEEP_INTERVAL).",
+            help="Seconds between sweeps: arming, overdue steps of other engines, idempotency "
+            "keys (default: SCHEDULES_SWEEP_INTERVAL).",
         )
 
     def handle(self, *args: Any, **options: Any) -> None:

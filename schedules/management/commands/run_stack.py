@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import IO, Any
@@ -16,16 +17,35 @@ from typing import IO, Any
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import BaseCommand, CommandParser
 
 ROOT = Path(settings.BASE_DIR)
+#: A child that exits is started again after 1 s, doubling while it keeps exiting (at most
+#: 30 s); a child that ran for a minute before it exited starts again after 1 s.
+RESTART_PAUSE = 1.0
+RESTART_PAUSE_MAX = 30.0
+RESTART_RESET_AFTER = 60.0
+
+
+@dataclass
+class Child:
+    """One supervised process of the stack."""
+
+    name: str
+    cmd: list[str]
+    process: subprocess.Popen[bytes] | None = None
+    started: float = 0.0
+    failures: int = 0
+    restart_at: float | None = None
 
 
 class Command(BaseCommand):
     help = (
         "Migrate the database, make sure an admin user exists, then run the web server, the "
-        "dispatcher (run_scheduler) and a Celery worker together until Ctrl-C. For local use "
-        "on the embedded default; in production run the three as separate services."
+        "dispatcher (run_scheduler) and a Celery worker together until Ctrl-C, restarting any "
+        "of them that exits (after 1 s, doubling to 30 s while it keeps exiting). For local "
+        "use on the embedded default; in production run the three as separate services "
+        "(deploy/systemd)."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -67,7 +87,6 @@ class Command(BaseCommand):
                 str(options["concurrency"]),
             ],
         }
-        running: dict[str, subprocess.Popen[bytes]] = {}
         stopping = threading.Event()
 
         def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -75,42 +94,68 @@ class Command(BaseCommand):
 
         signal.signal(signal.SIGINT, on_signal)
         signal.signal(signal.SIGTERM, on_signal)
-        for name, cmd in procs.items():
-            running[name] = subprocess.Popen(  # noqa: S603 - our own fixed commands
-                cmd,
-                cwd=ROOT,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
-                start_new_session=True,
-            )
-            assert running[name].stdout is not None
-            threading.Thread(
-                target=self._relay, args=(name, running[name].stdout), daemon=True
-            ).start()
+        children = {name: Child(name, cmd) for name, cmd in procs.items()}
+        for child in children.values():
+            self._spawn(child)
         self.stdout.write(
             self.style.SUCCESS(
                 f"admin: http://{options['addr']}/admin/  (Ctrl-C stops web, scheduler and worker)"
             )
         )
-        failed = ""
         while not stopping.is_set():
-            for name, proc in running.items():
-                if proc.poll() is not None:
-                    failed = f"{name} exited with code {proc.returncode}"
-                    stopping.set()
-            time.sleep(0.2)
-        for proc in running.values():
-            if proc.poll() is None:
-                proc.terminate()  # the main process shuts its children down warmly
-        for proc in running.values():
+            for child in children.values():
+                self._supervise(child)
+            stopping.wait(0.2)
+        for child in children.values():
+            if child.process is not None and child.process.poll() is None:
+                child.process.terminate()  # the main process shuts its children down warmly
+        for child in children.values():
+            if child.process is None:
+                continue
             try:
-                proc.wait(timeout=20)
+                child.process.wait(timeout=20)
             except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-        if failed:
-            raise CommandError(f"{failed}; stopped the others")
+                os.killpg(child.process.pid, signal.SIGKILL)
         self.stdout.write("stopped")
+
+    def _spawn(self, child: Child) -> None:
+        child.process = subprocess.Popen(  # noqa: S603 - our own fixed commands
+            child.cmd,
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            start_new_session=True,
+        )
+        child.started = time.monotonic()
+        child.restart_at = None
+        assert child.process.stdout is not None
+        threading.Thread(
+            target=self._relay, args=(child.name, child.process.stdout), daemon=True
+        ).start()
+
+    def _supervise(self, child: Child) -> None:
+        """Restart a child that exited, after a pause that doubles while it keeps failing."""
+        now = time.monotonic()
+        if child.restart_at is not None:
+            if now >= child.restart_at:
+                self._spawn(child)
+                self.stdout.write(self.style.WARNING(f"[stack] restarted {child.name}"))
+            return
+        assert child.process is not None
+        code = child.process.poll()
+        if code is None:
+            return
+        ran_for = now - child.started
+        child.failures = 1 if ran_for >= RESTART_RESET_AFTER else child.failures + 1
+        pause = min(RESTART_PAUSE_MAX, RESTART_PAUSE * 2 ** (child.failures - 1))
+        child.restart_at = now + pause
+        self.stdout.write(
+            self.style.WARNING(
+                f"[stack] {child.name} exited with code {code} after {ran_for:.0f} s; "
+                f"restarting it in {pause:.0f} s"
+            )
+        )
 
     def _relay(self, name: str, stream: IO[bytes]) -> None:
         for line in iter(stream.readline, b""):
