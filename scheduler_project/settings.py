@@ -258,7 +258,7 @@ SCHEDULES_RETRY_MAX = env.float("SCHEDULES_RETRY_MAX", default=300.0)
 # lease (a worker while it runs the step, a dispatcher until its publish is done); the
 # recovery pass, every SCHEDULES_RECOVER_INTERVAL, releases the steps of a process whose
 # lease lapsed. docs/reliability.md.
-SCHEDULES_LEASE_SECONDS = env.float("SCHEDULES_LEASE_SECONDS", default=20.0)
+SCHEDULES_LEASE_SECONDS = env.float("SCHEDULES_LEASE_SECONDS", default=15.0)
 SCHEDULES_DISPATCH_LEASE_SECONDS = env.float("SCHEDULES_DISPATCH_LEASE_SECONDS", default=5.0)
 SCHEDULES_RECOVER_INTERVAL = env.float("SCHEDULES_RECOVER_INTERVAL", default=2.0)
 SCHEDULES_LOST_MESSAGE_GRACE = env.float("SCHEDULES_LOST_MESSAGE_GRACE", default=10.0)

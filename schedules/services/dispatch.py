@@ -11,7 +11,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection
-from django.db.models import Q, QuerySet
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from ..engines import get_engine
@@ -288,23 +288,30 @@ def steps_recover(
     """
     now = now or timezone.now()
     in_flight = (StepState.QUEUED, StepState.RUNNING)
-    unheld = Step.objects.filter(state__in=in_flight, holder="").filter(
-        Q(lease_until__isnull=True) | Q(lease_until__lt=now)
-    )
+    # In the broker, held by nobody: queued (an unheld queued step has no lease), or
+    # running under a lapsed lease (published again for a takeover). One query per state,
+    # so that SQLite seeks the (state, due_at) index instead of reading the table.
+    unheld = [
+        Step.objects.filter(state=StepState.QUEUED, holder=""),
+        Step.objects.filter(state=StepState.RUNNING, holder="", lease_until__lt=now),
+    ]
     grace = now - dt.timedelta(seconds=settings.SCHEDULES_LOST_MESSAGE_GRACE)
     stale = now - dt.timedelta(seconds=settings.SCHEDULES_REDELIVER_AFTER)
-    suspects = unheld.filter(queued_at__lt=grace)
-    empty = queue_empty() if suspects.exists() else None
+    suspects = [query.filter(queued_at__lt=grace) for query in unheld]
+    lapsed = Step.objects.filter(lease_until__lt=now, state__in=in_flight).exclude(holder="")
+    empty = queue_empty() if any(query.exists() for query in suspects) else None
+    # Reads first: the write transaction (SQLite's one write lock) only when there is work.
+    if not (empty or queued_too_long or lapsed.exists()):
+        return Recovered()
 
     def recover() -> tuple[list[tuple[int, int]], Recovered]:
-        gone = _take(
-            [Step.objects.filter(lease_until__lt=now, state__in=in_flight).exclude(holder="")],
-            limit,
-        )
+        gone = _take([lapsed], limit)
         if empty:
-            lost = _take([suspects], limit)
+            lost = _take(suspects, limit)
+        elif queued_too_long:
+            lost = _take([query.filter(queued_at__lt=stale) for query in unheld], limit)
         else:
-            lost = _take([unheld.filter(queued_at__lt=stale)], limit) if queued_too_long else []
+            lost = []
         gone_ids = [pk for pk, _ in gone]
         # Back in the broker, held by nobody; a running step keeps its lapsed lease, which
         # is what lets the next delivery take it over.

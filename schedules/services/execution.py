@@ -463,17 +463,28 @@ def _save_run(run: Run) -> None:
         )
 
 
-def _lock_owner_to_settle(step: StepRow) -> JobPlan | None:
-    """The record's first lock, the step's owner (the lock order): a job's plan, or a
-    classroom whose status a recording step's outcome changes (nothing for a ping)."""
+def _lock_row(table: str, pk: int) -> None:
+    """Lock one owner row (PostgreSQL: ``FOR NO KEY UPDATE``; SQLite's write transaction
+    already excludes other writers, and the read is as cheap as a statement gets)."""
+    sql = f"SELECT id FROM {table} WHERE id = %s"
+    if connection.features.has_select_for_no_key_update:
+        sql += " FOR NO KEY UPDATE"
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [pk])
+
+
+def _lock_owner_to_settle(step: StepRow, outcome: Outcome) -> JobPlan | None:
+    """The record's first lock, the step's owner (the lock order). A recurring job, or a
+    polling job whose check was not done, is read with its plan (what it does next); any
+    other job, or a classroom whose status a recording step's outcome changes, is only
+    locked (a ping changes nothing of its classroom)."""
     if step.job_id is not None:
-        return job_plan_lock(step.job_id)
-    if step.action in RECORDING_ACTIONS:
-        sql = f"SELECT id FROM {CLASSROOM_TABLE} WHERE id = %s"
-        if connection.features.has_select_for_no_key_update:
-            sql += " FOR NO KEY UPDATE"  # (SQLite's write transaction excludes other writers)
-        with connection.cursor() as cursor:
-            cursor.execute(sql, [step.classroom_id])
+        if step.recurring or outcome.status == RunStatus.NOT_DONE:
+            return job_plan_lock(step.job_id)
+        _lock_row(JOB_TABLE, step.job_id)
+    elif step.action in RECORDING_ACTIONS:
+        assert step.classroom_id is not None
+        _lock_row(CLASSROOM_TABLE, step.classroom_id)
     return None
 
 
@@ -485,7 +496,7 @@ def _finish(step: StepRow, run: Run, action_outcome: Outcome, started: dt.dateti
     outcome = dataclasses.replace(action_outcome)
     now = timezone.now()
     with transaction.atomic():
-        plan = _lock_owner_to_settle(step)
+        plan = _lock_owner_to_settle(step, outcome)
         if outcome.status == RunStatus.RETRYING and run.attempt >= step.max_attempts:
             outcome.status = RunStatus.FAILED
             outcome.note = f"gave up after {run.attempt} attempts"

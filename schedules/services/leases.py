@@ -5,7 +5,7 @@ dispatcher from its claim until the publish is done, then a worker from the
 moment it starts the message that carries the step until it has recorded the
 run. The holder writes its name in ``holder`` and a deadline in ``lease_until``;
 a ``LeaseKeeper`` thread in the process pushes the deadline on every quarter of
-the lease while the process lives, so a ten-minute action keeps a 20-second
+the lease while the process lives, so a ten-minute action keeps a 15-second
 lease. A process that dies stops renewing: once its leases lapse, the
 dispatcher's recovery pass (``dispatch.steps_recover``) releases its steps again
 (a running one is taken over, its new run marked uncertain when the action has
@@ -63,13 +63,24 @@ def steps_hold(pairs: Sequence[Sequence[int]], *, holder: str, lease: float) -> 
     if not pairs:
         return []
     until = to_db(Step, "lease_until", timezone.now() + dt.timedelta(seconds=lease))
+    ids = [int(pk) for pk, _version in pairs]
     values = ", ".join(["(%s, %s)"] * len(pairs))
-    where = f"(id, version) IN (VALUES {values}) AND state = %s"
+    # "id IN" first: it lets SQLite find the rows by key; the pairs alone would have it
+    # walk the state index over every queued step.
+    where = (
+        f"id IN ({_placeholders(len(ids))}) AND (id, version) IN (VALUES {values}) AND state = %s"
+    )
     with connection.cursor() as cursor:
         cursor.execute(
             f"UPDATE {STEP_TABLE} SET holder = %s, lease_until = %s "
             f"WHERE {_locked_in_order(where, skip_locked=True)} RETURNING id",
-            [holder, until, *(int(n) for pair in pairs for n in pair), StepState.QUEUED.value],
+            [
+                holder,
+                until,
+                *ids,
+                *(int(n) for pair in pairs for n in pair),
+                StepState.QUEUED.value,
+            ],
         )
         return [pk for (pk,) in cursor.fetchall()]
 
