@@ -64,7 +64,9 @@ class Waker:
     def __init__(self, stop: threading.Event) -> None:
         self.stop = stop
 
-    def wait(self, timeout: float) -> None:
+    def wait(self, timeout: float) -> bool:
+        """Sleep up to ``timeout``; whether the database changed meanwhile (a step may now
+        be due earlier than the dispatcher knew)."""
         raise NotImplementedError
 
     def close(self) -> None:
@@ -85,17 +87,18 @@ class SQLiteWaker(Waker):
             row = cursor.fetchone()
         return int(row[0])
 
-    def wait(self, timeout: float) -> None:
+    def wait(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
         while not self.stop.is_set():
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                return
+                return False
             time.sleep(min(self.poll, remaining))
             version = self._version()
             if version != self.version:
                 self.version = version
-                return
+                return True
+        return False
 
 
 class PostgresWaker(Waker):
@@ -108,12 +111,12 @@ class PostgresWaker(Waker):
         self.raw = self.wrapper.connection
         self.raw.execute(f"LISTEN {WAKE_CHANNEL}")
 
-    def wait(self, timeout: float) -> None:
+    def wait(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
         while not self.stop.is_set():
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                return
+                return False
             # Short slices keep the loop responsive to SIGTERM.
             woken = False
             for _ in self.raw.notifies(timeout=min(remaining, 0.5), stop_after=1):
@@ -122,7 +125,8 @@ class PostgresWaker(Waker):
                 # Drain a burst of notifications without waiting.
                 for _ in self.raw.notifies(timeout=0):
                     pass
-                return
+                return True
+        return False
 
     def close(self) -> None:
         self.wrapper.close()
@@ -232,7 +236,8 @@ class Dispatcher:
         """Release due steps until ``stop`` is set. Survives database and broker outages."""
         waker: Waker | None = None
         next_sweep = next_recover = time.monotonic()
-        next_claim = 0.0
+        next_claim = due_by = 0.0
+        recheck = True
         # Steady traffic would otherwise be claimed a few steps at a time, as each
         # crosses into the lookahead. Pausing half the lookahead after a release
         # gathers it into batches; a step is still released half the lookahead early.
@@ -256,22 +261,28 @@ class Dispatcher:
                     if time.monotonic() >= next_recover:
                         self.recover()
                         next_recover = time.monotonic() + settings.SCHEDULES_RECOVER_INTERVAL
-                    pause = next_claim - time.monotonic()
-                    if pause > 0:
-                        self.stop.wait(pause)
-                    released = self.release_once()
-                    if released >= self.batch_size:
-                        failures = 0
-                        continue  # more are due: no sleep
-                    if released:
-                        next_claim = time.monotonic() + min_gap
+                    # The next due time is read again after a change in the database (or
+                    # an error), or once it comes: a wake-up for a recovery pass or a sweep
+                    # does not read it (on a table without statistics that read is slow).
+                    if recheck or time.monotonic() >= due_by:
+                        pause = next_claim - time.monotonic()
+                        if pause > 0:
+                            self.stop.wait(pause)
+                        released = self.release_once()
+                        if released >= self.batch_size:
+                            failures = 0
+                            continue  # more are due: no sleep
+                        if released:
+                            next_claim = time.monotonic() + min_gap
+                        due_by = time.monotonic() + self.seconds_until_next_due()
+                    recheck = False
                     timeout = min(
-                        self.seconds_until_next_due(),
+                        due_by - time.monotonic(),
                         next_sweep - time.monotonic(),
                         next_recover - time.monotonic(),
                     )
                     if timeout > 0:
-                        waker.wait(timeout)
+                        recheck = waker.wait(timeout)
                         self.stats.wakeups += 1
                     failures = 0
                 except Exception:
@@ -288,6 +299,7 @@ class Dispatcher:
                             waker.close()
                         waker = None
                     connection.close()  # a fresh connection on the next turn
+                    recheck = True
                     self.stop.wait(delay)
         finally:
             if waker is not None:
