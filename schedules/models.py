@@ -328,8 +328,12 @@ class Step(models.Model):
     class Meta:
         ordering = ["due_at"]
         indexes = [
-            # The dispatcher's "next due steps" and the admin's default filter.
+            # The admin's default filter (a state, by due time).
             models.Index(fields=["state", "due_at"], name="step_state_due"),
+            # The dispatcher's "next due steps" of an engine: both equalities and the order
+            # in one index, so that a planner seeks it with or without statistics (right
+            # after a bulk load nothing has analysed the table yet).
+            models.Index(fields=["state", "engine", "due_at"], name="step_state_engine_due"),
             # The arm sweep: steps waiting for their engine, by due time, one equality
             # seek per arm state. Not a partial index: SQLite uses a partial index only
             # when the query's own literals imply its condition, and queries bind values.
@@ -339,6 +343,12 @@ class Step(models.Model):
             # on lease_until implies its condition, so SQLite uses it with bound values too).
             models.Index(
                 fields=["lease_until"], name="step_lease", condition=Q(lease_until__isnull=False)
+            ),
+            # The recovery pass's steps in the broker, by time queued: only queued steps are
+            # in it (a comparison on queued_at implies its condition, as above). Statistics
+            # that say most steps share a state would otherwise make SQLite scan the table.
+            models.Index(
+                fields=["queued_at"], name="step_queued", condition=Q(queued_at__isnull=False)
             ),
         ]
         constraints = [
