@@ -5,14 +5,16 @@
     .venv/bin/python bench/run.py --json bench/results/full.json --strict
 
 Each case runs in a fresh temporary SCHEDULES_DATA_DIR (fresh SQLite database
-and broker folder): migrate, start ``manage.py run_scheduler`` and
+and broker folder; with ``--database postgres --broker redis`` a PostgreSQL
+database of its own, created and dropped by the case, and a Redis database
+number of its own): migrate, start ``manage.py run_scheduler`` and
 ``celery -A scheduler_project worker`` as subprocesses, schedule the pending
 far-future jobs (bulk, then one by one, both timed), then the due jobs, and
 watch the ``bench_mark`` action's own marks (bench/actions.py). See
 docs/benchmarks.md for what every figure means.
 
-Everything stays on this machine: SQLite files and the folder broker; nothing
-listens on or connects to the network.
+Everything stays on this machine: SQLite files and the folder broker, or the
+PostgreSQL and Redis servers on 127.0.0.1; nothing else is reached.
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-CASES = ("sparse", "rate", "recurring")
+CASES = ("sparse", "rate", "recurring", "uniform", "burst")
 # Settings a run must not inherit from the shell: the benchmark sets its own.
 SCRUBBED_PREFIXES = (
     "SCHEDULES_",
@@ -74,7 +76,14 @@ class Config:
     recurring_jobs: int = 500
     recurring_every: int = 1
     recurring_seconds: float = 30.0
+    uniform_due: int = 100_000
+    uniform_window: float = 60.0
+    burst_due: int = 10_000
     burst: bool = False
+    database: str = "sqlite"
+    broker: str = "folder"
+    postgres_url: str = "postgres://postgres@127.0.0.1:5432/postgres"
+    redis_url: str = "redis://127.0.0.1:6379/14"
     grace: float = 60.0
     concurrency: int = 2
     pool: str = "prefork"
@@ -117,16 +126,85 @@ def summary_ms(values_s: list[float]) -> dict[str, float | int | None]:
     }
 
 
-def bench_env(data_dir: Path, cfg: Config) -> dict[str, str]:
-    """The environment of every process of one case: fresh data dir, local engine, no network."""
+def shape(cfg: Config) -> str:
+    return f"{cfg.database}+{cfg.broker}"
+
+
+class CaseServers:
+    """The database and broker of one case.
+
+    SQLite and the folder broker live in the case's data dir. PostgreSQL: a database of
+    the case's own on the machine's server, created at the start and dropped at the end.
+    Redis: the configured database number, emptied (FLUSHDB, that number only) before and
+    after the case.
+    """
+
+    def __init__(self, case: str, cfg: Config, data_dir: Path) -> None:
+        self.cfg = cfg
+        self.data_dir = data_dir
+        self.db_name = f"bench_{case}_{os.getpid()}"
+
+    @property
+    def database_url(self) -> str:
+        if self.cfg.database == "sqlite":
+            return f"sqlite:///{self.data_dir / 'db.sqlite3'}"
+        return urlparse(self.cfg.postgres_url)._replace(path=f"/{self.db_name}").geturl()
+
+    @property
+    def broker_url(self) -> str:
+        return "filesystem://" if self.cfg.broker == "folder" else self.cfg.redis_url
+
+    def _postgres(self, sql: str) -> None:
+        import psycopg
+
+        with psycopg.connect(self.cfg.postgres_url, autocommit=True) as conn:
+            conn.execute(sql)
+
+    def _flush_redis(self) -> None:
+        import redis
+
+        client = redis.Redis.from_url(self.cfg.redis_url)
+        client.flushdb()
+        client.close()
+
+    def __enter__(self) -> CaseServers:
+        if self.cfg.database == "postgres":
+            self._postgres(f"DROP DATABASE IF EXISTS {self.db_name}")
+            self._postgres(f"CREATE DATABASE {self.db_name}")
+        if self.cfg.broker == "redis":
+            self._flush_redis()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.cfg.database == "postgres":
+            self._postgres(f"DROP DATABASE IF EXISTS {self.db_name} WITH (FORCE)")
+        if self.cfg.broker == "redis":
+            self._flush_redis()
+
+    def backend_pids(self) -> set[int]:
+        """The PostgreSQL server processes serving this case's database (none on SQLite)."""
+        if self.cfg.database != "postgres":
+            return set()
+        import psycopg
+
+        with psycopg.connect(self.cfg.postgres_url, autocommit=True) as conn:
+            rows = conn.execute(
+                "SELECT pid FROM pg_stat_activity WHERE datname = %s", [self.db_name]
+            ).fetchall()
+        return {int(pid) for (pid,) in rows}
+
+
+def bench_env(data_dir: Path, cfg: Config, servers: CaseServers) -> dict[str, str]:
+    """The environment of every process of one case: fresh data dir and database, local
+    engine, nothing reached beyond this machine."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(SCRUBBED_PREFIXES)}
     env.update(
         {
             "DJANGO_SETTINGS_MODULE": "scheduler_project.settings",
             "DJANGO_ENV": "development",
             "SCHEDULES_DATA_DIR": str(data_dir),
-            "DATABASE_URL": f"sqlite:///{data_dir / 'db.sqlite3'}",
-            "CELERY_BROKER_URL": "filesystem://",
+            "DATABASE_URL": servers.database_url,
+            "CELERY_BROKER_URL": servers.broker_url,
             "EMAIL_URL": "",
             "SCHEDULES_ENGINE_PRECISE": "local",
             "SCHEDULES_ENGINE_RELAXED": "local",
@@ -143,7 +221,7 @@ def bench_env(data_dir: Path, cfg: Config) -> dict[str, str]:
 
 
 def check_loopback(key: str, value: str) -> None:
-    if key in ("DATABASE_URL", "CELERY_BROKER_URL") or key.endswith("_URL"):
+    if key in ("DATABASE_URL", "CELERY_BROKER_URL") or key.endswith(("_URL", "-url")):
         host = urlparse(value).hostname
         if host not in LOOPBACK:
             raise SystemExit(f"--env {key}: only loopback hosts are allowed, not {host!r}")
@@ -195,6 +273,17 @@ class Sampler(threading.Thread):
 
     def stop(self) -> None:
         self.halt.set()
+
+
+def per_thousand(cpu: dict[str, float], started: int) -> dict[str, float | None]:
+    """CPU seconds per 1,000 started steps, per process and for the product's processes
+    together (dispatcher, worker and pool, database server)."""
+    own = ("dispatcher", "worker", "database")
+    if not started:
+        return dict.fromkeys((*own, "total"))
+    result: dict[str, float | None] = {name: 1000 * cpu[name] / started for name in own}
+    result["total"] = 1000 * sum(cpu[name] for name in own) / started
+    return result
 
 
 def machine_busy_seconds() -> float:
@@ -323,7 +412,49 @@ def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
 
 
 def run_case(case: str, cfg: Config, data_dir: Path) -> dict[str, Any]:
-    env = bench_env(data_dir, cfg)
+    with CaseServers(case, cfg, data_dir) as servers:
+        try:
+            return _run_case(case, cfg, data_dir, servers)
+        finally:
+            if "django.db" in sys.modules:
+                from django.db import connections
+
+                connections.close_all()
+
+
+class ServerCpu:
+    """CPU of the database server's processes for this case's database (PostgreSQL), from
+    ``start()``: a backend that was already there counts from then, a new one in full."""
+
+    def __init__(self, servers: CaseServers) -> None:
+        self.servers = servers
+        self.start_cpu: dict[int, float] = {}
+
+    @staticmethod
+    def _cpu(pid: int) -> float | None:
+        try:
+            t = psutil.Process(pid).cpu_times()
+        except psutil.Error:
+            return None
+        return float(t.user + t.system)
+
+    def start(self) -> None:
+        for pid in self.servers.backend_pids():
+            cpu = self._cpu(pid)
+            if cpu is not None:
+                self.start_cpu[pid] = cpu
+
+    def seconds(self) -> float:
+        total = 0.0
+        for pid in self.servers.backend_pids() | set(self.start_cpu):
+            cpu = self._cpu(pid)
+            if cpu is not None:
+                total += cpu - self.start_cpu.get(pid, 0.0)
+        return total
+
+
+def _run_case(case: str, cfg: Config, data_dir: Path, servers: CaseServers) -> dict[str, Any]:
+    env = bench_env(data_dir, cfg, servers)
     os.environ.clear()
     os.environ.update(env)
     import django
@@ -474,6 +605,12 @@ def run_case(case: str, cfg: Config, data_dir: Path) -> dict[str, Any]:
             # due at the same instant (the shape of many jobs on the same minute or second).
             step = 1.0 / cfg.rate
             offsets = [(i // cfg.rate if cfg.burst else i * step) for i in range(n_due)]
+        elif case == "uniform":
+            n_due, window = cfg.uniform_due, cfg.uniform_window
+            offsets = [i * window / n_due for i in range(n_due)]
+        elif case == "burst":
+            n_due, window = cfg.burst_due, 0.0
+            offsets = [0.0] * n_due
         else:
             # Each recurring job runs every `recurring_every` s through the window: its
             # occurrences are planned one at a time by the worker, not stored ahead.
@@ -528,6 +665,8 @@ def run_case(case: str, cfg: Config, data_dir: Path) -> dict[str, Any]:
         phase("due window")
         profilers = start_profilers(cfg, data_dir, stack, window) if cfg.profile else []
         me = psutil.Process()
+        server_cpu = ServerCpu(servers)
+        server_cpu.start()
         cpu_start = {
             "dispatcher": cpu_seconds(sampler.procs.get("dispatcher")),
             "worker": cpu_seconds(sampler.procs.get("worker")),
@@ -562,11 +701,16 @@ def run_case(case: str, cfg: Config, data_dir: Path) -> dict[str, Any]:
             "dispatcher": cpu_seconds(sampler.procs.get("dispatcher")) - cpu_start["dispatcher"],
             "worker": cpu_seconds(sampler.procs.get("worker")) - cpu_start["worker"],
             "driver": cpu_seconds(me, children=False) - cpu_start["driver"],
+            "database": server_cpu.seconds(),
             "machine": machine_busy_seconds() - cpu_start["machine"],
             "wall": window_wall,
         }
-        # CPU used by processes that are not part of this benchmark (noise on a shared machine).
-        cpu["other"] = max(0.0, cpu["machine"] - cpu["dispatcher"] - cpu["worker"] - cpu["driver"])
+        # CPU used by processes that are not part of this benchmark (noise on a shared machine;
+        # with Redis, the Redis server's share is in here too).
+        cpu["other"] = max(
+            0.0,
+            cpu["machine"] - cpu["dispatcher"] - cpu["worker"] - cpu["driver"] - cpu["database"],
+        )
         cpu["load_avg_1m_at_end"] = os.getloadavg()[0]
         result["cpu_seconds_in_window"] = cpu
         phase("stop")
@@ -639,6 +783,8 @@ def run_case(case: str, cfg: Config, data_dir: Path) -> dict[str, Any]:
                     max(first_marks) - window_end.timestamp() if first_marks else None
                 ),
                 "lateness_ms": summary_ms(lateness),
+                "early": sum(1 for late in lateness if late < 0),
+                "cpu_per_1000_started_s": per_thousand(cpu, len(first_marks)),
                 "missed": missed_count,
                 "missed_sample": missed[:10],
                 "doubled": doubled,
@@ -782,6 +928,7 @@ def targets(results: dict[str, dict[str, Any]], cfg: Config) -> list[tuple[str, 
         "sparse": 20.0,
         "rate": 1000.0 if cfg.burst else 100.0,
         "recurring": 1000.0 * cfg.recurring_every,
+        "uniform": 50.0,
     }
     for case, limit in limits.items():
         r = results.get(case)
@@ -795,8 +942,33 @@ def targets(results: dict[str, dict[str, Any]], cfg: Config) -> list[tuple[str, 
                 p99 is not None and p99 < limit,
             )
         )
+    burst = results.get("burst")
+    if burst and "error" not in burst:
+        limit = 3.0 if cfg.database == "sqlite" else 2.0
+        last = burst["last_start_after_window_end_s"]
+        checks.append(
+            (
+                f"burst all started within {limit:.0f} s",
+                f"{fmt(last, '.2f')} s",
+                last is not None and last <= limit and burst["missed"] == 0,
+            )
+        )
+        total = burst["cpu_per_1000_started_s"]["total"]
+        checks.append(
+            (
+                "CPU per 1,000 steps <= 0.5 s",
+                f"{fmt(total, '.2f')} s (burst)",
+                total is not None and total <= 0.5,
+            )
+        )
     ok = [r for r in results.values() if "error" not in r]
     if ok:
+        one_by_one = min(r["one_by_one"]["per_second"] or 0.0 for r in ok)
+        bulk = min(r["bulk"]["per_second"] or 0.0 for r in ok)
+        checks.append(
+            ("scheduling one by one >= 2,000/s", f"{one_by_one:.0f}/s", one_by_one >= 2000)
+        )
+        checks.append(("scheduling in bulk >= 10,000/s", f"{bulk:.0f}/s", bulk >= 10_000))
         missed = sum(r["missed"] for r in ok)
         doubled = sum(r["doubled"] for r in ok)
         rss = max(r["rss_mb"].get("dispatcher_main", 0.0) for r in ok)
@@ -811,7 +983,7 @@ def targets(results: dict[str, dict[str, Any]], cfg: Config) -> list[tuple[str, 
 
 def print_report(results: dict[str, dict[str, Any]], cfg: Config) -> list[tuple[str, str, bool]]:
     head = (
-        f"{'case':<7} {'pending':>8} {'due':>6} {'1-by-1/s':>9} {'bulk/s':>8} "
+        f"{'case':<9} {'pending':>8} {'due':>6} {'1-by-1/s':>9} {'bulk/s':>8} "
         f"{'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'max ms':>8} {'Run p99':>8} "
         f"{'missed':>6} {'doubled':>7} {'disp MB':>8} {'wrk MB':>7} {'wrk+pool MB':>11}"
     )
@@ -820,11 +992,11 @@ def print_report(results: dict[str, dict[str, Any]], cfg: Config) -> list[tuple[
     print("-" * len(head))
     for case, r in results.items():
         if "error" in r:
-            print(f"{case:<7} ERROR: {r['error']} (logs in {r.get('data_dir')})")
+            print(f"{case:<9} ERROR: {r['error']} (logs in {r.get('data_dir')})")
             continue
         lat, rss = r["lateness_ms"], r["rss_mb"]
         print(
-            f"{case:<7} {r['pending']:>8} {r['due']['steps']:>6} "
+            f"{case:<9} {r['pending']:>8} {r['due']['steps']:>6} "
             f"{fmt(r['one_by_one']['per_second'], '.0f'):>9} "
             f"{fmt(r['bulk']['per_second'], '.0f'):>8} "
             f"{fmt(lat['p50']):>8} {fmt(lat['p95']):>8} {fmt(lat['p99']):>8} "
@@ -832,6 +1004,23 @@ def print_report(results: dict[str, dict[str, Any]], cfg: Config) -> list[tuple[
             f"{r['missed']:>6} {r['doubled']:>7} "
             f"{fmt(rss.get('dispatcher_main'), '.0f'):>8} {fmt(rss.get('worker_main'), '.0f'):>7} "
             f"{fmt(rss.get('worker_total'), '.0f'):>11}"
+        )
+    print()
+    head = (
+        f"{'case':<9} {'started/s':>9} {'last start s':>12} {'early':>5} "
+        f"{'CPU-s per 1,000 started: dispatcher':>36} {'worker':>7} {'database':>8} {'total':>6}"
+    )
+    print(head)
+    print("-" * len(head))
+    for case, r in results.items():
+        if "error" in r:
+            continue
+        k = r["cpu_per_1000_started_s"]
+        print(
+            f"{case:<9} {fmt(r['throughput_per_s'], '.0f'):>9} "
+            f"{fmt(r['last_start_after_window_end_s'], '.2f'):>12} {r['early']:>5} "
+            f"{fmt(k['dispatcher'], '.3f'):>36} {fmt(k['worker'], '.3f'):>7} "
+            f"{fmt(k['database'], '.3f'):>8} {fmt(k['total'], '.3f'):>6}"
         )
     print()
     for case, r in results.items():
@@ -843,7 +1032,8 @@ def print_report(results: dict[str, dict[str, Any]], cfg: Config) -> list[tuple[
             f"{case}: started {fmt(r['throughput_per_s'], '.0f')}/s, last start "
             f"{fmt(r['last_start_after_window_end_s'], '.1f')} s after the window; "
             f"window {cpu['wall']:.1f} s, CPU dispatcher {cpu['dispatcher']:.1f} s, "
-            f"worker {cpu['worker']:.1f} s, other processes {cpu['other']:.1f} s; "
+            f"worker {cpu['worker']:.1f} s, database server {cpu['database']:.1f} s, "
+            f"other processes {cpu['other']:.1f} s; "
             f"idle CPU {', '.join(f'{k} {v:.0f}%' for k, v in r['idle_cpu_percent'].items())}; "
             f"runs {runs['status_counts']}; unexpected marks {r['unexpected_marks']}; "
             f"mark vs Run.started_at max {fmt(runs['max_abs_mark_vs_run_started_ms'], '.2f')} ms"
@@ -898,6 +1088,35 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, Config]:
         "--burst",
         action="store_true",
         help="rate case: each second's steps all due at the same instant",
+    )
+    p.add_argument("--uniform-due", type=int, help="due jobs in the uniform case (100000)")
+    p.add_argument("--uniform-window", type=float, help="seconds they are spread over (60)")
+    p.add_argument(
+        "--burst-due", type=int, help="jobs due at one instant in the burst case (10000)"
+    )
+    p.add_argument(
+        "--database",
+        choices=("sqlite", "postgres"),
+        default="sqlite",
+        help="sqlite: a fresh file per case (default); postgres: a database of the case's own "
+        "on the server at --postgres-url, created and dropped by the case",
+    )
+    p.add_argument(
+        "--broker",
+        choices=("folder", "redis"),
+        default="folder",
+        help="folder: the embedded folder broker (default); redis: the Redis database at "
+        "--redis-url, emptied before and after each case",
+    )
+    p.add_argument(
+        "--postgres-url",
+        default=Config.postgres_url,
+        help=f"a maintenance database of the PostgreSQL server ({Config.postgres_url})",
+    )
+    p.add_argument(
+        "--redis-url",
+        default=Config.redis_url,
+        help=f"the Redis database the benchmark owns: it is emptied ({Config.redis_url})",
     )
     p.add_argument("--recurring-jobs", type=int, help="recurring jobs in the recurring case (500)")
     p.add_argument("--recurring-every", type=int, help="seconds between a recurring job's runs (1)")
@@ -958,6 +1177,9 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, Config]:
         "rate_seconds": 10.0,
         "recurring_jobs": 100,
         "recurring_seconds": 10.0,
+        "uniform_due": 5_000,
+        "uniform_window": 10.0,
+        "burst_due": 1_000,
         "grace": 15.0,
         "bulk_chunk": 10_000,
         "idle": 3.0,
@@ -977,6 +1199,9 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, Config]:
         "recurring_jobs",
         "recurring_every",
         "recurring_seconds",
+        "uniform_due",
+        "uniform_window",
+        "burst_due",
         "grace",
         "idle",
     ):
@@ -988,15 +1213,19 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, Config]:
     cfg.profile = args.profile
     cfg.burst = args.burst
     cfg.worker_args = args.worker_arg
+    cfg.database, cfg.broker = args.database, args.broker
+    for key, url in (("--postgres-url", args.postgres_url), ("--redis-url", args.redis_url)):
+        check_loopback(key, url)
+    cfg.postgres_url, cfg.redis_url = args.postgres_url, args.redis_url
     for item in args.env:
         key, sep, value = item.partition("=")
         if not sep:
             raise SystemExit(f"--env expects KEY=VALUE, not {item!r}")
         check_loopback(key, value)
         cfg.env[key] = value
-    window = max(cfg.sparse_window, cfg.rate_seconds, cfg.recurring_seconds)
+    window = max(cfg.sparse_window, cfg.rate_seconds, cfg.recurring_seconds, cfg.uniform_window)
     # Generous bound for one case; each case also ends by itself after window + grace.
-    cfg.case_timeout = 300 + window + cfg.grace + cfg.pending / 500
+    cfg.case_timeout = 300 + window + cfg.grace + (cfg.pending + cfg.uniform_due) / 500
     return args, cfg
 
 
@@ -1011,7 +1240,7 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGTERM, _raise_interrupt)
     info = machine()
     print(
-        f"schedules benchmark: {', '.join(cfg.cases)}; {info['nproc']} CPUs, "
+        f"schedules benchmark: {', '.join(cfg.cases)} on {shape(cfg)}; {info['nproc']} CPUs, "
         f"{info['memory_gb']} GB, Python {info['python']}, SQLite {info['sqlite']}; "
         f"worker --concurrency {cfg.concurrency} ({cfg.pool}); "
         f"extra env {cfg.env or '{}'}",
