@@ -15,6 +15,7 @@ from schedules.services import (
     LeaseKeeper,
     lease_keeper,
     step_execute,
+    steps_execute,
     steps_hold,
     steps_let_go,
 )
@@ -51,10 +52,10 @@ def run_steps(self, pairs: list[list[int]]) -> None:  # type: ignore[no-untyped-
 
     The process holds the message's steps from the start (``steps_hold``), under a lease
     it renews while it lives, so if it dies the recovery pass releases them again within
-    a lease instead of waiting for the broker. Each step is then fenced, claimed and
-    recorded on its own, exactly as ``run_step`` does; a database failure is retried in
-    place. A long chunk hands its rest to a new message before it nears the task's time
-    limit, so a slow action never makes later steps hit it.
+    a lease instead of waiting for the broker. The steps due together are claimed and
+    recorded together, with the fences ``run_step`` applies to one (``steps_execute``); a
+    database failure is retried in place. A long chunk hands its rest to a new message
+    before it nears the task's time limit, so a slow action never makes later steps hit it.
     """
     close_old_connections()
     worker = _worker(self)
@@ -64,18 +65,13 @@ def run_steps(self, pairs: list[list[int]]) -> None:  # type: ignore[no-untyped-
     except Exception:
         logger.warning("could not hold %s step(s) before running them", len(pairs), exc_info=True)
         close_old_connections()
-    budget = settings.CELERY_TASK_SOFT_TIME_LIMIT / 2
-    started = time.monotonic()
+    deadline = time.monotonic() + settings.CELERY_TASK_SOFT_TIME_LIMIT / 2
     try:
-        for index, (step_id, version) in enumerate(pairs):
-            if index and time.monotonic() - started > budget:
-                rest = pairs[index:]
-                logger.info("handing %s step(s) to a new message", len(rest))
-                run_steps.apply_async((rest,))
-                steps_let_go([pk for pk, _ in rest], holder=worker)
-                return
-            step_execute(step_id=int(step_id), version=int(version), worker=worker, keeper=keeper)
-            keeper.release([step_id])
+        rest = steps_execute(pairs=pairs, worker=worker, keeper=keeper, deadline=deadline)
+        if rest:
+            logger.info("handing %s step(s) to a new message", len(rest))
+            run_steps.apply_async(([list(pair) for pair in rest],))
+            steps_let_go([pk for pk, _ in rest], holder=worker)
     finally:
         # Whatever is left (the database stayed away): its lease lapses and the recovery
         # pass releases it again.

@@ -20,7 +20,7 @@ from .dispatch import (
     steps_unclaim,
     steps_waiting_report,
 )
-from .execution import retry_delay, step_execute
+from .execution import retry_delay, step_execute, steps_execute
 from .jobs import (
     email_schedule,
     job_cancel,
@@ -70,6 +70,7 @@ __all__ = [
     "step_execute",
     "steps_arm_pending",
     "steps_claim_due",
+    "steps_execute",
     "steps_hold",
     "steps_let_go",
     "steps_next_due_at",

@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import logging
 import random
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -111,8 +112,25 @@ def _read_step(step_id: int) -> StepRow | None:
     with connection.cursor() as cursor:
         cursor.execute(f"SELECT {STEP_COLUMNS} FROM {STEP_TABLE} WHERE id = %s", [step_id])
         row = cursor.fetchone()
-    if row is None:
-        return None
+    return None if row is None else _step_row(row)
+
+
+def _read_steps(ids: Sequence[int]) -> dict[int, StepRow]:
+    """Several steps by id, in one statement."""
+    if not ids:
+        return {}
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT {STEP_COLUMNS} FROM {STEP_TABLE} WHERE id IN ({_marks(len(ids))})", ids
+        )
+        return {row[0]: _step_row(row) for row in cursor.fetchall()}
+
+
+def _marks(count: int) -> str:
+    return ", ".join(["%s"] * count)
+
+
+def _step_row(row: Sequence[Any]) -> StepRow:
     due_at = from_db_datetime(row[4])
     assert due_at is not None
     return StepRow(
@@ -359,10 +377,13 @@ def _payload_for(step: StepRow) -> dict[str, Any]:
     return {"recording_service_ref": ref, "classroom_id": step.classroom_id}
 
 
-def _run_action(step: StepRow, run: Run) -> tuple[Outcome, dt.datetime]:
+def _run_action(
+    step: StepRow, run: Run, raw_payload: dict[str, Any] | None = None
+) -> tuple[Outcome, dt.datetime]:
     try:
         action = get_action(step.action)
-        payload = action.payload_model.model_validate(_payload_for(step))
+        raw = _payload_for(step) if raw_payload is None else raw_payload
+        payload = action.payload_model.model_validate(raw)
     except (UnknownAction, PydanticValidationError) as exc:
         return Outcome(RunStatus.FAILED, error=f"cannot run: {exc}"), timezone.now()
     ctx = ActionContext(
@@ -684,3 +705,472 @@ def step_execute(
     finally:
         if keeper is not None:
             keeper.release([step_id])
+
+
+# --- A message's steps together ------------------------------------------------------------
+#
+# A ``run_steps`` message carries steps released together, in due order. The plain ones
+# (fresh at the message's version, not a recurring occurrence, whose claim consults its
+# job's plan) are claimed together once due: one transaction locks their jobs, takes
+# the steps with one version-fenced UPDATE and opens their runs with one INSERT. Their
+# actions run in due order; the outcomes that close a step (succeeded, failed) are
+# recorded together, one UPDATE per outcome kind, after the same fences as one by one.
+# Every other step, and every other outcome, goes through the path above, unchanged.
+
+
+def _plain(step: StepRow | None, version: int) -> bool:
+    return (
+        step is not None
+        and step.version == version
+        and step.state == StepState.QUEUED
+        and not (step.recurring and step.poll_number == 0)
+    )
+
+
+def _lock_rows(table: str, ids: Sequence[int]) -> None:
+    """Lock owner rows in ascending id (PostgreSQL; SQLite's write transaction already
+    excludes every other writer)."""
+    if not ids or not connection.features.has_select_for_no_key_update:
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT id FROM {table} WHERE id IN ({_marks(len(ids))}) ORDER BY id "
+            "FOR NO KEY UPDATE",
+            list(ids),
+        )
+
+
+def _set_jobs_status(job_ids: Sequence[int], status: str) -> None:
+    if not job_ids:
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {JOB_TABLE} SET status = %s WHERE id IN ({_marks(len(job_ids))}) "
+            "AND status <> %s",
+            [status, *job_ids, PlanStatus.CANCELLED.value],
+        )
+
+
+def _in_order(where: str) -> str:
+    """``where`` over steps, the rows locked in ascending id (PostgreSQL)."""
+    if not connection.features.has_select_for_no_key_update:
+        return where
+    return f"id IN (SELECT id FROM {STEP_TABLE} WHERE {where} ORDER BY id FOR NO KEY UPDATE)"
+
+
+def _take_steps(steps: Sequence[StepRow], now: dt.datetime, worker: str) -> set[int]:
+    """One UPDATE takes every step still queued at the version read; returns their ids."""
+    lease_until = now + dt.timedelta(seconds=settings.SCHEDULES_LEASE_SECONDS)
+    ids = [step.pk for step in steps]
+    pairs = ", ".join(["(%s, %s)"] * len(steps))
+    # "id IN" first: SQLite finds the rows by key (the pairs alone would walk an index).
+    where = f"id IN ({_marks(len(ids))}) AND (id, version) IN (VALUES {pairs}) AND state = %s"
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {STEP_TABLE} SET state = %s, holder = %s, lease_until = %s, "
+            f"attempts = attempts + 1, queued_at = NULL WHERE {_in_order(where)} RETURNING id",
+            [
+                StepState.RUNNING.value,
+                worker,
+                to_db(Step, "lease_until", lease_until),
+                *ids,
+                *(n for step in steps for n in (step.pk, step.version)),
+                StepState.QUEUED.value,
+            ],
+        )
+        return {pk for (pk,) in cursor.fetchall()}
+
+
+def _insert_runs(runs: Sequence[Run]) -> None:
+    """One INSERT opens every run; sets each run's pk."""
+    row = f"({_marks(len(RUN_COLUMNS.split(',')))})"
+    values: list[Any] = []
+    for run in runs:
+        values += [
+            run.step_id,
+            run.job_id,
+            run.classroom_id,
+            run.action,
+            run.engine,
+            run.version,
+            run.attempt,
+            run.status,
+            to_db(Run, "due_at", run.due_at),
+            to_db(Run, "started_at", run.started_at),
+            run.error,
+            run.uncertain,
+            run.note,
+            run.worker,
+        ]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {RUN_TABLE} ({RUN_COLUMNS}) VALUES {', '.join([row] * len(runs))} "
+            "RETURNING id, step_id",
+            values,
+        )
+        ids = {step_id: pk for pk, step_id in cursor.fetchall()}
+    for run in runs:
+        run.pk = ids[run.step_id]
+
+
+def _claim_together(
+    steps: Sequence[StepRow], now: dt.datetime, worker: str
+) -> list[tuple[StepRow, Run]]:
+    """Take the steps and open their runs in one transaction (owners first, then steps in
+    ascending id, then runs). A step another delivery changed meanwhile is left out."""
+    with transaction.atomic():
+        _lock_rows(JOB_TABLE, sorted({s.job_id for s in steps if s.job_id is not None}))
+        taken = _take_steps(steps, now, worker)
+        claimed = [step for step in steps if step.pk in taken]
+        _set_jobs_status(
+            sorted({s.job_id for s in claimed if s.job_id is not None}),
+            PlanStatus.RUNNING.value,
+        )
+        runs = [
+            Run(
+                step_id=step.pk,
+                job_id=step.job_id,
+                classroom_id=step.classroom_id,
+                action=step.action,
+                engine=step.engine,
+                version=step.version,
+                attempt=step.attempts + 1,
+                status=RunStatus.RUNNING,
+                due_at=step.due_at,
+                started_at=now,
+                worker=worker,
+                uncertain=False,
+                note="",
+            )
+            for step in claimed
+        ]
+        if runs:
+            _insert_runs(runs)
+    return list(zip(claimed, runs, strict=True))
+
+
+def _claimed_together_before(
+    steps: Sequence[StepRow], tried: dict[int, int], worker: str
+) -> tuple[list[tuple[StepRow, Run]], list[StepRow]]:
+    """After a claim whose commit may or may not have happened (``tried``: the attempt it
+    tried for each step): the steps it did take (with their runs), and the rest that can
+    still be claimed, as they are now."""
+    now_rows = _read_steps([step.pk for step in steps])
+    mine: list[tuple[StepRow, Run]] = []
+    rest: list[StepRow] = []
+    for step in steps:
+        current = now_rows.get(step.pk)
+        run = (
+            _claimed_before(current, step.version, tried[step.pk], worker)
+            if current is not None
+            else None
+        )
+        if current is not None and run is not None:
+            mine.append((current, run))
+        elif _plain(current, step.version):
+            assert current is not None
+            rest.append(current)
+    return mine, rest
+
+
+def _payloads_for(steps: Sequence[StepRow]) -> dict[int, dict[str, Any]]:
+    """The jobs' payloads by step id, in one read (a classroom step reads its own)."""
+    job_ids = sorted({step.job_id for step in steps if step.job_id is not None})
+    if not job_ids:
+        return {}
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT id, payload FROM {JOB_TABLE} WHERE id IN ({_marks(len(job_ids))})", job_ids
+        )
+        by_job = {pk: json_from_db(raw) for pk, raw in cursor.fetchall()}
+    return {step.pk: by_job[step.job_id] for step in steps if step.job_id in by_job}
+
+
+#: A group's finished runs wait at most this long (seconds) to be recorded together: the
+#: longer they wait, the more a worker that dies takes unrecorded with it (taken over,
+#: flagged uncertain).
+RECORD_EVERY = 0.5
+#: Outcomes recorded together: they close the step and set the job's status, no plan.
+CLOSING = {RunStatus.SUCCEEDED: StepState.SUCCEEDED, RunStatus.FAILED: StepState.FAILED}
+
+
+def _closes_together(step: StepRow, outcome: Outcome) -> bool:
+    return step.job_id is not None and not step.recurring and outcome.status in CLOSING
+
+
+def _settle_steps(done: Sequence[tuple[StepRow, Run]], state: str) -> set[int]:
+    """One UPDATE settles every step of ``done`` still at its run's version and attempt."""
+    ids = [step.pk for step, _ in done]
+    fences = ", ".join(["(%s, %s, %s)"] * len(done))
+    where = (
+        f"id IN ({_marks(len(ids))}) AND (id, version, attempts) IN (VALUES {fences}) "
+        "AND state = %s"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {STEP_TABLE} SET state = %s, holder = '', lease_until = NULL "
+            f"WHERE {_in_order(where)} RETURNING id",
+            [
+                state,
+                *ids,
+                *(n for step, run in done for n in (step.pk, run.version, run.attempt)),
+                StepState.RUNNING.value,
+            ],
+        )
+        return {pk for (pk,) in cursor.fetchall()}
+
+
+def _save_runs(runs: Sequence[Run]) -> None:
+    with connection.cursor() as cursor:
+        cursor.executemany(
+            f"UPDATE {RUN_TABLE} SET status = %s, result = %s, error = %s, note = %s, "
+            "started_at = %s, lateness = %s, finished_at = %s WHERE id = %s",
+            [
+                [
+                    run.status,
+                    to_db(Run, "result", run.result),
+                    run.error,
+                    run.note,
+                    to_db(Run, "started_at", run.started_at),
+                    to_db(Run, "lateness", run.lateness),
+                    to_db(Run, "finished_at", run.finished_at),
+                    run.pk,
+                ]
+                for run in runs
+            ],
+        )
+
+
+def _finish_together(done: Sequence[tuple[StepRow, Run, Outcome, dt.datetime]]) -> list[Run]:
+    """Record outcomes that close their steps (``_closes_together``) in one transaction:
+    jobs locked first, then one UPDATE of the steps per outcome kind, one of the jobs per
+    kind, then the runs. Safe to call again after a failure, like ``_finish``."""
+    now = timezone.now()
+    runs: list[Run] = []
+    with transaction.atomic():
+        _lock_rows(JOB_TABLE, sorted({step.job_id for step, *_ in done if step.job_id}))
+        settled: set[int] = set()
+        for status, state in CLOSING.items():
+            kind = [(step, run) for step, run, outcome, _ in done if outcome.status == status]
+            if kind:
+                ids = _settle_steps(kind, state.value)
+                settled |= ids
+                job_ids = sorted({s.job_id for s, _ in kind if s.pk in ids and s.job_id})
+                _set_jobs_status(job_ids, PlanStatus(state.value).value)
+        unsettled = [step.pk for step, *_ in done if step.pk not in settled]
+        current = _read_steps(unsettled)
+        for step, run, outcome, started in done:
+            note = outcome.note
+            if step.pk not in settled:
+                now_step = current.get(step.pk)
+                lease_lost = (
+                    now_step is not None
+                    and now_step.version == run.version
+                    and now_step.state != StepState.CANCELLED
+                )
+                why = (
+                    "its lease expired and another attempt took over"
+                    if lease_lost
+                    else "the step was cancelled or rescheduled while it ran"
+                )
+                note = f"{note}; {why}".lstrip("; ")
+            run.status = outcome.status
+            run.result = outcome.result
+            run.error = outcome.error[:10000]
+            run.note = (f"{run.note}; {note}" if run.note and note else run.note or note)[:300]
+            run.started_at = started
+            run.lateness = started - step.due_at
+            run.finished_at = now
+            runs.append(run)
+        _save_runs(runs)
+    for step, run, outcome, _ in done:
+        log = logger.info if outcome.status == RunStatus.SUCCEEDED else logger.warning
+        log(
+            "step %s v%s on %s: %s attempt %s (late %.1f ms) %s",
+            step.pk,
+            run.version,
+            step.engine,
+            run.status,
+            run.attempt,
+            run.lateness.total_seconds() * 1000 if run.lateness else 0.0,
+            outcome.error.splitlines()[0] if outcome.error else "",
+        )
+    return runs
+
+
+def _give_back(unstarted: Sequence[tuple[StepRow, Run]], worker: str) -> None:
+    """Claimed steps whose actions never started (the message ran out of time): queued
+    again as they were, still held by ``worker`` (which hands them to a new message), and
+    their runs deleted: nothing ran. Owners first, then steps, then runs."""
+    job_ids = sorted({step.job_id for step, _ in unstarted if step.job_id is not None})
+    ids = [step.pk for step, _ in unstarted]
+    fences = ", ".join(["(%s, %s, %s)"] * len(unstarted))
+    where = (
+        f"id IN ({_marks(len(ids))}) AND (id, version, attempts) IN (VALUES {fences}) "
+        "AND state = %s AND holder = %s"
+    )
+    with transaction.atomic(), connection.cursor() as cursor:
+        _lock_rows(JOB_TABLE, job_ids)
+        cursor.execute(
+            f"UPDATE {STEP_TABLE} SET state = %s, attempts = attempts - 1 "
+            f"WHERE {_in_order(where)} RETURNING id",
+            [
+                StepState.QUEUED.value,
+                *ids,
+                *(n for step, run in unstarted for n in (step.pk, run.version, run.attempt)),
+                StepState.RUNNING.value,
+                worker,
+            ],
+        )
+        back = {pk for (pk,) in cursor.fetchall()}
+        if job_ids:
+            cursor.execute(
+                f"UPDATE {JOB_TABLE} SET status = %s WHERE id IN ({_marks(len(job_ids))}) "
+                "AND status = %s",
+                [PlanStatus.SCHEDULED.value, *job_ids, PlanStatus.RUNNING.value],
+            )
+        runs = [run.pk for step, run in unstarted if step.pk in back]
+        if runs:
+            cursor.execute(
+                f"DELETE FROM {RUN_TABLE} WHERE id IN ({_marks(len(runs))}) AND status = %s",
+                [*runs, RunStatus.RUNNING.value],
+            )
+
+
+def _execute_together(
+    steps: Sequence[StepRow],
+    worker: str,
+    keeper: LeaseKeeper | None,
+    deadline: float | None = None,
+) -> list[tuple[int, int]]:
+    """Claim due plain steps together, run their actions in order, record them together.
+    Once ``deadline`` has passed, the steps not started are given back; returns them."""
+    first = steps[0]
+    tried: dict[int, int] = {}  # the attempt a claim tried, per step
+
+    def claim() -> list[tuple[StepRow, Run]]:
+        if tried:  # a claim before this one may have committed: recognise it
+            mine, rest = _claimed_together_before(steps, tried, worker)
+        else:
+            mine, rest = [], list(steps)
+        tried.update({step.pk: step.attempts + 1 for step in rest})
+        return mine + (_claim_together(rest, timezone.now(), worker) if rest else [])
+
+    claimed = _retry_db(claim, what="taking the steps", step_id=first.pk, version=first.version)
+    claimed_ids = {step.pk for step, _ in claimed}
+    for step in steps:
+        if step.pk not in claimed_ids:  # changed since it was read: the one-by-one path says why
+            step_execute(step_id=step.pk, version=step.version, worker=worker, keeper=keeper)
+    if not claimed:
+        return []
+    payloads = _retry_db(
+        lambda: _payloads_for([step for step, _ in claimed]),
+        what="reading the payloads",
+        step_id=first.pk,
+        version=first.version,
+    )
+    together: list[tuple[StepRow, Run, Outcome, dt.datetime]] = []
+    recorded_at = time.monotonic()
+
+    def record_together() -> None:
+        nonlocal recorded_at
+        if together:
+            done = list(together)
+            _retry_db(
+                lambda: _finish_together(done),
+                what="recording the runs",
+                step_id=done[0][0].pk,
+                version=done[0][1].version,
+            )
+            together.clear()
+        recorded_at = time.monotonic()
+
+    for index, (step, run) in enumerate(claimed):
+        if index and deadline is not None and time.monotonic() > deadline:
+            record_together()
+            unstarted = claimed[index:]
+            _retry_db(
+                functools.partial(_give_back, unstarted, worker),
+                what="giving back the steps not started",
+                step_id=step.pk,
+                version=run.version,
+            )
+            return [(s.pk, r.version) for s, r in unstarted]
+        outcome, started = _run_action(step, run, payloads.get(step.pk))
+        # The action has run: from here on only the record is tried again, never the action.
+        if _closes_together(step, outcome):
+            together.append((step, run, outcome, started))
+            if time.monotonic() - recorded_at >= RECORD_EVERY:
+                record_together()  # a slow group does not keep finished runs unrecorded
+            continue
+        _retry_db(
+            lambda step=step, run=run, outcome=outcome, started=started: _finish(  # type: ignore[misc]
+                step, run, outcome, started
+            ),
+            what="recording the run",
+            step_id=step.pk,
+            version=run.version,
+        )
+    record_together()
+    return []
+
+
+def steps_execute(
+    *,
+    pairs: Sequence[Sequence[int]],
+    worker: str = "",
+    keeper: LeaseKeeper | None = None,
+    deadline: float | None = None,
+) -> list[tuple[int, int]]:
+    """Run the deliveries of a message's ``(step_id, version)`` pairs, in their order.
+
+    Plain steps due by now are claimed, run and recorded together (above); any other
+    step (stale, cancelled, already running, a recurring occurrence) goes through
+    ``step_execute`` at its turn, with the same fences. A step due soon is waited for
+    (up to SCHEDULES_EARLY_HOLD_MAX). Stops before the next group once ``deadline``
+    (``time.monotonic()``) has passed and returns the pairs not started.
+    """
+    worker = worker or process_name("worker")
+    order = [(int(pk), int(version)) for pk, version in pairs]
+    read = _retry_db(
+        lambda: _read_steps([pk for pk, _ in order]),
+        what="reading the steps",
+        step_id=order[0][0] if order else 0,
+        version=order[0][1] if order else 0,
+    )
+    index = 0
+    while index < len(order):
+        if index and deadline is not None and time.monotonic() > deadline:
+            return order[index:]
+        pk, version = order[index]
+        step = read.get(pk)
+        now = timezone.now()
+        if _plain(step, version):
+            assert step is not None
+            early = (step.due_at - now).total_seconds()
+            if 0 < early <= settings.SCHEDULES_EARLY_HOLD_MAX:
+                time.sleep(early)
+                continue
+            if early <= 0:
+                group: list[StepRow] = []
+                while index < len(order):
+                    pk, version = order[index]
+                    step = read.get(pk)
+                    if not _plain(step, version):
+                        break
+                    assert step is not None
+                    if step.due_at > now:
+                        break
+                    group.append(step)
+                    index += 1
+                given_back = _execute_together(group, worker, keeper, deadline)
+                if keeper is not None:
+                    keeper.release(s.pk for s in group)
+                if given_back:
+                    return given_back + order[index:]
+                continue
+        step_execute(step_id=pk, version=version, worker=worker, keeper=keeper)
+        if keeper is not None:
+            keeper.release([pk])
+        index += 1
+    return []

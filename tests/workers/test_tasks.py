@@ -1,4 +1,5 @@
-"""The Celery tasks: run_steps runs a released chunk step by step, and keeps what is left."""
+"""The Celery tasks: run_steps runs a released chunk (its due steps together), and keeps
+what is left."""
 
 from __future__ import annotations
 
@@ -32,45 +33,64 @@ def test_run_steps_runs_each_step_of_the_chunk_once():
 
 def test_a_database_error_is_retried_in_place_and_each_step_runs_once(monkeypatch):
     pairs = released(3)
-    real = execution._claim
-    calls: list[int] = []
+    real = execution._claim_together
+    calls: list[list[int]] = []
 
-    def flaky_claim(step: Any, *args: Any) -> Any:
-        calls.append(step.pk)
-        if len(calls) == 2:
+    def flaky_claim(steps: Any, *args: Any) -> Any:
+        calls.append([step.pk for step in steps])
+        if len(calls) == 1:
             raise OperationalError("server closed the connection unexpectedly")
-        return real(step, *args)
+        return real(steps, *args)
 
-    monkeypatch.setattr(execution, "_claim", flaky_claim)
+    monkeypatch.setattr(execution, "_claim_together", flaky_claim)
     monkeypatch.setattr(execution.time, "sleep", lambda seconds: None)
     tasks.run_steps.run(pairs)
-    assert calls == [pairs[0][0], pairs[1][0], pairs[1][0], pairs[2][0]]
+    ids = [pk for pk, _ in pairs]
+    assert calls == [ids, ids]  # the three due together, claimed together, tried again
     assert set(Step.objects.values_list("state", "holder")) == {(StepState.SUCCEEDED, "")}
     assert Run.objects.filter(status=RunStatus.SUCCEEDED).count() == 3
     assert Run.objects.count() == 3
 
 
+def test_a_claim_whose_commit_was_cut_off_is_recognised_not_claimed_twice(monkeypatch):
+    """The claim committed but the connection broke before the worker heard: the retry
+    finds its own claim (holder, attempt, open run) and runs each step once."""
+    pairs = released(2)
+    real = execution._claim_together
+    calls: list[int] = []
+
+    def cut_off(steps: Any, *args: Any) -> Any:
+        calls.append(len(steps))
+        claimed = real(steps, *args)
+        if len(calls) == 1:
+            raise OperationalError("server closed the connection unexpectedly")
+        return claimed
+
+    monkeypatch.setattr(execution, "_claim_together", cut_off)
+    monkeypatch.setattr(execution.time, "sleep", lambda seconds: None)
+    tasks.run_steps.run(pairs)
+    assert calls == [2]  # the retry recognised both steps as its own: nothing left to claim
+    assert Run.objects.filter(status=RunStatus.SUCCEEDED).count() == 2
+    assert Run.objects.count() == 2
+    assert set(Step.objects.values_list("attempts", flat=True)) == {1}
+
+
 def test_the_message_s_steps_are_held_from_its_start(monkeypatch):
     pairs = released(2)
     holders: list[tuple[str, str]] = []
-    real = execution._claim
+    real = execution._claim_together
 
-    def look(step: Any, *args: Any) -> Any:
+    def look(steps: Any, *args: Any) -> Any:
         holders.extend(Step.objects.order_by("pk").values_list("holder", "state"))
-        return real(step, *args)
+        return real(steps, *args)
 
-    monkeypatch.setattr(execution, "_claim", look)
+    monkeypatch.setattr(execution, "_claim_together", look)
     tasks.run_steps.run(pairs)
     worker = holders[0][0]
     assert worker.endswith(f":{__import__('os').getpid()}")
-    # Before the first claim both steps are this process's; before the second, the first
-    # has been recorded and let go.
-    assert holders == [
-        (worker, "queued"),
-        (worker, "queued"),
-        ("", "succeeded"),
-        (worker, "queued"),
-    ]
+    # Before the claim both steps are this process's, queued; after the record, nobody's.
+    assert holders == [(worker, "queued"), (worker, "queued")]
+    assert set(Step.objects.values_list("holder", "state")) == {("", "succeeded")}
 
 
 def test_a_long_chunk_hands_its_rest_to_a_new_message(monkeypatch, settings):
