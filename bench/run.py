@@ -381,7 +381,7 @@ def start_profilers(
     exe = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which("py-spy")
     if exe is None:
         raise SystemExit("--profile needs py-spy: .venv/bin/pip install py-spy")
-    duration = str(int(window + 2))
+    duration = str(int(max(window, 10.0) + 2))  # a burst has no window: watch it drain
     profilers = []
     for name, proc in stack.procs.items():
         out = data_dir / f"profile-{name}.txt"

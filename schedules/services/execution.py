@@ -48,7 +48,7 @@ from ..models import (
     StepState,
 )
 from . import plans
-from .leases import LeaseKeeper, process_name
+from .leases import LeaseKeeper, locked_in_order, placeholders, process_name
 from .rows import JobPlan, from_db_datetime, job_plan_lock, json_from_db, to_db
 from .sync import steps_sync_on_commit
 
@@ -121,13 +121,9 @@ def _read_steps(ids: Sequence[int]) -> dict[int, StepRow]:
         return {}
     with connection.cursor() as cursor:
         cursor.execute(
-            f"SELECT {STEP_COLUMNS} FROM {STEP_TABLE} WHERE id IN ({_marks(len(ids))})", ids
+            f"SELECT {STEP_COLUMNS} FROM {STEP_TABLE} WHERE id IN ({placeholders(len(ids))})", ids
         )
         return {row[0]: _step_row(row) for row in cursor.fetchall()}
-
-
-def _marks(count: int) -> str:
-    return ", ".join(["%s"] * count)
 
 
 def _step_row(row: Sequence[Any]) -> StepRow:
@@ -311,7 +307,7 @@ def _claim(step: StepRow, version: int, now: dt.datetime, worker: str) -> Run | 
         run.pk = _insert_run(run)
         if status == RunStatus.SKIPPED:
             run.finished_at = now
-            _save_run(run)
+            _save_runs([run])
     return run
 
 
@@ -328,8 +324,9 @@ def _claimed_before(step: StepRow, version: int, attempt: int, worker: str) -> R
     return Run.objects.filter(step_id=step.pk, attempt=attempt, status=RunStatus.RUNNING).first()
 
 
-def _insert_run(run: Run) -> int:
-    values = [
+def _run_values(run: Run) -> list[Any]:
+    """The run's RUN_COLUMNS, as the database takes them."""
+    return [
         run.step_id,
         run.job_id,
         run.classroom_id,
@@ -345,7 +342,11 @@ def _insert_run(run: Run) -> int:
         run.note,
         run.worker,
     ]
-    sql = f"INSERT INTO {RUN_TABLE} ({RUN_COLUMNS}) VALUES ({', '.join(['%s'] * len(values))})"
+
+
+def _insert_run(run: Run) -> int:
+    values = _run_values(run)
+    sql = f"INSERT INTO {RUN_TABLE} ({RUN_COLUMNS}) VALUES ({placeholders(len(values))})"
     with connection.cursor() as cursor:
         if connection.features.can_return_columns_from_insert:
             cursor.execute(f"{sql} RETURNING id", values)
@@ -466,32 +467,17 @@ def _settle_step(step: StepRow, run: Run, new_state: str, retry_at: dt.datetime 
         return bool(cursor.rowcount == 1)
 
 
-def _save_run(run: Run) -> None:
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"UPDATE {RUN_TABLE} SET status = %s, result = %s, error = %s, note = %s, "
-            "started_at = %s, lateness = %s, finished_at = %s WHERE id = %s",
-            [
-                run.status,
-                to_db(Run, "result", run.result),
-                run.error,
-                run.note,
-                to_db(Run, "started_at", run.started_at),
-                to_db(Run, "lateness", run.lateness),
-                to_db(Run, "finished_at", run.finished_at),
-                run.pk,
-            ],
-        )
-
-
-def _lock_row(table: str, pk: int) -> None:
-    """Lock one owner row (PostgreSQL: ``FOR NO KEY UPDATE``; SQLite's write transaction
-    already excludes other writers, and the read is as cheap as a statement gets)."""
-    sql = f"SELECT id FROM {table} WHERE id = %s"
+def _lock_rows(table: str, ids: Sequence[int]) -> None:
+    """Lock owner rows in ascending id (PostgreSQL: ``FOR NO KEY UPDATE``; SQLite's write
+    transaction already excludes other writers, and the read is as cheap as a statement
+    gets, so both databases see the same statements)."""
+    if not ids:
+        return
+    sql = f"SELECT id FROM {table} WHERE id IN ({placeholders(len(ids))}) ORDER BY id"
     if connection.features.has_select_for_no_key_update:
         sql += " FOR NO KEY UPDATE"
     with connection.cursor() as cursor:
-        cursor.execute(sql, [pk])
+        cursor.execute(sql, list(ids))
 
 
 def _lock_owner_to_settle(step: StepRow, outcome: Outcome) -> JobPlan | None:
@@ -502,11 +488,45 @@ def _lock_owner_to_settle(step: StepRow, outcome: Outcome) -> JobPlan | None:
     if step.job_id is not None:
         if step.recurring or outcome.status == RunStatus.NOT_DONE:
             return job_plan_lock(step.job_id)
-        _lock_row(JOB_TABLE, step.job_id)
+        _lock_rows(JOB_TABLE, [step.job_id])
     elif step.action in RECORDING_ACTIONS:
         assert step.classroom_id is not None
-        _lock_row(CLASSROOM_TABLE, step.classroom_id)
+        _lock_rows(CLASSROOM_TABLE, [step.classroom_id])
     return None
+
+
+def _why_not_settled(current: tuple[int, str] | None, run: Run) -> str:
+    """Why an attempt's record left its step alone, from the step's (version, state) now."""
+    lease_lost = current is not None and current[0] == run.version
+    if lease_lost and current is not None and current[1] != StepState.CANCELLED:
+        return "its lease expired and another attempt took over"
+    return "the step was cancelled or rescheduled while it ran"
+
+
+def _close_run(run: Run, step: StepRow, outcome: Outcome, started: dt.datetime) -> None:
+    """The run's record of the outcome (saved by the caller)."""
+    run.status = outcome.status
+    run.result = outcome.result
+    run.error = outcome.error[:10000]
+    note = outcome.note
+    run.note = (f"{run.note}; {note}" if run.note and note else run.note or note)[:300]
+    run.started_at = started
+    run.lateness = started - step.due_at
+    run.finished_at = timezone.now()
+
+
+def _log_outcome(step: StepRow, run: Run, outcome: Outcome) -> None:
+    log = logger.info if outcome.status == RunStatus.SUCCEEDED else logger.warning
+    log(
+        "step %s v%s on %s: %s attempt %s (late %.1f ms) %s",
+        step.pk,
+        run.version,
+        step.engine,
+        run.status,
+        run.attempt,
+        run.lateness.total_seconds() * 1000 if run.lateness else 0.0,
+        outcome.error.splitlines()[0] if outcome.error else "",
+    )
 
 
 def _finish(step: StepRow, run: Run, action_outcome: Outcome, started: dt.datetime) -> Run:
@@ -543,16 +563,7 @@ def _finish(step: StepRow, run: Run, action_outcome: Outcome, started: dt.dateti
             steps_sync_on_commit([step.pk])
         if not changed:
             current = Step.objects.filter(pk=step.pk).values_list("version", "state").first()
-            lease_lost = (
-                current is not None
-                and current[0] == run.version
-                and (current[1] != StepState.CANCELLED)
-            )
-            why = (
-                "its lease expired and another attempt took over"
-                if lease_lost
-                else "the step was cancelled or rescheduled while it ran"
-            )
+            why = _why_not_settled(current, run)
             outcome.note = f"{outcome.note}; {why}".lstrip("; ")
             if outcome.status == RunStatus.RETRYING:
                 outcome.status = RunStatus.FAILED
@@ -570,27 +581,9 @@ def _finish(step: StepRow, run: Run, action_outcome: Outcome, started: dt.dateti
             )
         else:
             _refresh_owner(step, new_state)
-        run.status = outcome.status
-        run.result = outcome.result
-        run.error = outcome.error[:10000]
-        run.note = (
-            f"{run.note}; {outcome.note}" if run.note and outcome.note else run.note or outcome.note
-        )[:300]
-        run.started_at = started
-        run.lateness = started - step.due_at
-        run.finished_at = now
-        _save_run(run)
-    log = logger.info if outcome.status == RunStatus.SUCCEEDED else logger.warning
-    log(
-        "step %s v%s on %s: %s attempt %s (late %.1f ms) %s",
-        step.pk,
-        run.version,
-        step.engine,
-        run.status,
-        run.attempt,
-        run.lateness.total_seconds() * 1000,
-        outcome.error.splitlines()[0] if outcome.error else "",
-    )
+        _close_run(run, step, outcome, started)
+        _save_runs([run])
+    _log_outcome(step, run, outcome)
     return run
 
 
@@ -727,35 +720,15 @@ def _plain(step: StepRow | None, version: int) -> bool:
     )
 
 
-def _lock_rows(table: str, ids: Sequence[int]) -> None:
-    """Lock owner rows in ascending id (PostgreSQL; SQLite's write transaction already
-    excludes every other writer)."""
-    if not ids or not connection.features.has_select_for_no_key_update:
-        return
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT id FROM {table} WHERE id IN ({_marks(len(ids))}) ORDER BY id "
-            "FOR NO KEY UPDATE",
-            list(ids),
-        )
-
-
 def _set_jobs_status(job_ids: Sequence[int], status: str) -> None:
     if not job_ids:
         return
     with connection.cursor() as cursor:
         cursor.execute(
-            f"UPDATE {JOB_TABLE} SET status = %s WHERE id IN ({_marks(len(job_ids))}) "
+            f"UPDATE {JOB_TABLE} SET status = %s WHERE id IN ({placeholders(len(job_ids))}) "
             "AND status <> %s",
             [status, *job_ids, PlanStatus.CANCELLED.value],
         )
-
-
-def _in_order(where: str) -> str:
-    """``where`` over steps, the rows locked in ascending id (PostgreSQL)."""
-    if not connection.features.has_select_for_no_key_update:
-        return where
-    return f"id IN (SELECT id FROM {STEP_TABLE} WHERE {where} ORDER BY id FOR NO KEY UPDATE)"
 
 
 def _take_steps(steps: Sequence[StepRow], now: dt.datetime, worker: str) -> set[int]:
@@ -764,11 +737,12 @@ def _take_steps(steps: Sequence[StepRow], now: dt.datetime, worker: str) -> set[
     ids = [step.pk for step in steps]
     pairs = ", ".join(["(%s, %s)"] * len(steps))
     # "id IN" first: SQLite finds the rows by key (the pairs alone would walk an index).
-    where = f"id IN ({_marks(len(ids))}) AND (id, version) IN (VALUES {pairs}) AND state = %s"
+    where = f"id IN ({placeholders(len(ids))}) AND (id, version) IN (VALUES {pairs}) AND state = %s"
     with connection.cursor() as cursor:
         cursor.execute(
             f"UPDATE {STEP_TABLE} SET state = %s, holder = %s, lease_until = %s, "
-            f"attempts = attempts + 1, queued_at = NULL WHERE {_in_order(where)} RETURNING id",
+            "attempts = attempts + 1, queued_at = NULL "
+            f"WHERE {locked_in_order(where)} RETURNING id",
             [
                 StepState.RUNNING.value,
                 worker,
@@ -783,25 +757,8 @@ def _take_steps(steps: Sequence[StepRow], now: dt.datetime, worker: str) -> set[
 
 def _insert_runs(runs: Sequence[Run]) -> None:
     """One INSERT opens every run; sets each run's pk."""
-    row = f"({_marks(len(RUN_COLUMNS.split(',')))})"
-    values: list[Any] = []
-    for run in runs:
-        values += [
-            run.step_id,
-            run.job_id,
-            run.classroom_id,
-            run.action,
-            run.engine,
-            run.version,
-            run.attempt,
-            run.status,
-            to_db(Run, "due_at", run.due_at),
-            to_db(Run, "started_at", run.started_at),
-            run.error,
-            run.uncertain,
-            run.note,
-            run.worker,
-        ]
+    row = f"({placeholders(len(RUN_COLUMNS.split(',')))})"
+    values = [value for run in runs for value in _run_values(run)]
     with connection.cursor() as cursor:
         cursor.execute(
             f"INSERT INTO {RUN_TABLE} ({RUN_COLUMNS}) VALUES {', '.join([row] * len(runs))} "
@@ -880,7 +837,8 @@ def _payloads_for(steps: Sequence[StepRow]) -> dict[int, dict[str, Any]]:
         return {}
     with connection.cursor() as cursor:
         cursor.execute(
-            f"SELECT id, payload FROM {JOB_TABLE} WHERE id IN ({_marks(len(job_ids))})", job_ids
+            f"SELECT id, payload FROM {JOB_TABLE} WHERE id IN ({placeholders(len(job_ids))})",
+            job_ids,
         )
         by_job = {pk: json_from_db(raw) for pk, raw in cursor.fetchall()}
     return {step.pk: by_job[step.job_id] for step in steps if step.job_id in by_job}
@@ -903,13 +861,13 @@ def _settle_steps(done: Sequence[tuple[StepRow, Run]], state: str) -> set[int]:
     ids = [step.pk for step, _ in done]
     fences = ", ".join(["(%s, %s, %s)"] * len(done))
     where = (
-        f"id IN ({_marks(len(ids))}) AND (id, version, attempts) IN (VALUES {fences}) "
+        f"id IN ({placeholders(len(ids))}) AND (id, version, attempts) IN (VALUES {fences}) "
         "AND state = %s"
     )
     with connection.cursor() as cursor:
         cursor.execute(
             f"UPDATE {STEP_TABLE} SET state = %s, holder = '', lease_until = NULL "
-            f"WHERE {_in_order(where)} RETURNING id",
+            f"WHERE {locked_in_order(where)} RETURNING id",
             [
                 state,
                 *ids,
@@ -945,7 +903,6 @@ def _finish_together(done: Sequence[tuple[StepRow, Run, Outcome, dt.datetime]]) 
     """Record outcomes that close their steps (``_closes_together``) in one transaction:
     jobs locked first, then one UPDATE of the steps per outcome kind, one of the jobs per
     kind, then the runs. Safe to call again after a failure, like ``_finish``."""
-    now = timezone.now()
     runs: list[Run] = []
     with transaction.atomic():
         _lock_rows(JOB_TABLE, sorted({step.job_id for step, *_ in done if step.job_id}))
@@ -958,43 +915,16 @@ def _finish_together(done: Sequence[tuple[StepRow, Run, Outcome, dt.datetime]]) 
                 job_ids = sorted({s.job_id for s, _ in kind if s.pk in ids and s.job_id})
                 _set_jobs_status(job_ids, PlanStatus(state.value).value)
         unsettled = [step.pk for step, *_ in done if step.pk not in settled]
-        current = _read_steps(unsettled)
+        current = {pk: (row.version, row.state) for pk, row in _read_steps(unsettled).items()}
         for step, run, outcome, started in done:
-            note = outcome.note
             if step.pk not in settled:
-                now_step = current.get(step.pk)
-                lease_lost = (
-                    now_step is not None
-                    and now_step.version == run.version
-                    and now_step.state != StepState.CANCELLED
-                )
-                why = (
-                    "its lease expired and another attempt took over"
-                    if lease_lost
-                    else "the step was cancelled or rescheduled while it ran"
-                )
-                note = f"{note}; {why}".lstrip("; ")
-            run.status = outcome.status
-            run.result = outcome.result
-            run.error = outcome.error[:10000]
-            run.note = (f"{run.note}; {note}" if run.note and note else run.note or note)[:300]
-            run.started_at = started
-            run.lateness = started - step.due_at
-            run.finished_at = now
+                why = _why_not_settled(current.get(step.pk), run)
+                outcome = dataclasses.replace(outcome, note=f"{outcome.note}; {why}".lstrip("; "))
+            _close_run(run, step, outcome, started)
             runs.append(run)
         _save_runs(runs)
     for step, run, outcome, _ in done:
-        log = logger.info if outcome.status == RunStatus.SUCCEEDED else logger.warning
-        log(
-            "step %s v%s on %s: %s attempt %s (late %.1f ms) %s",
-            step.pk,
-            run.version,
-            step.engine,
-            run.status,
-            run.attempt,
-            run.lateness.total_seconds() * 1000 if run.lateness else 0.0,
-            outcome.error.splitlines()[0] if outcome.error else "",
-        )
+        _log_outcome(step, run, outcome)
     return runs
 
 
@@ -1006,14 +936,14 @@ def _give_back(unstarted: Sequence[tuple[StepRow, Run]], worker: str) -> None:
     ids = [step.pk for step, _ in unstarted]
     fences = ", ".join(["(%s, %s, %s)"] * len(unstarted))
     where = (
-        f"id IN ({_marks(len(ids))}) AND (id, version, attempts) IN (VALUES {fences}) "
+        f"id IN ({placeholders(len(ids))}) AND (id, version, attempts) IN (VALUES {fences}) "
         "AND state = %s AND holder = %s"
     )
     with transaction.atomic(), connection.cursor() as cursor:
         _lock_rows(JOB_TABLE, job_ids)
         cursor.execute(
             f"UPDATE {STEP_TABLE} SET state = %s, attempts = attempts - 1 "
-            f"WHERE {_in_order(where)} RETURNING id",
+            f"WHERE {locked_in_order(where)} RETURNING id",
             [
                 StepState.QUEUED.value,
                 *ids,
@@ -1025,14 +955,14 @@ def _give_back(unstarted: Sequence[tuple[StepRow, Run]], worker: str) -> None:
         back = {pk for (pk,) in cursor.fetchall()}
         if job_ids:
             cursor.execute(
-                f"UPDATE {JOB_TABLE} SET status = %s WHERE id IN ({_marks(len(job_ids))}) "
+                f"UPDATE {JOB_TABLE} SET status = %s WHERE id IN ({placeholders(len(job_ids))}) "
                 "AND status = %s",
                 [PlanStatus.SCHEDULED.value, *job_ids, PlanStatus.RUNNING.value],
             )
         runs = [run.pk for step, run in unstarted if step.pk in back]
         if runs:
             cursor.execute(
-                f"DELETE FROM {RUN_TABLE} WHERE id IN ({_marks(len(runs))}) AND status = %s",
+                f"DELETE FROM {RUN_TABLE} WHERE id IN ({placeholders(len(runs))}) AND status = %s",
                 [*runs, RunStatus.RUNNING.value],
             )
 

@@ -42,7 +42,7 @@ def process_name(role: str) -> str:
     return f"{role}:{socket.gethostname()}:{os.getpid()}"
 
 
-def _locked_in_order(where: str, *, skip_locked: bool) -> str:
+def locked_in_order(where: str, *, skip_locked: bool = False) -> str:
     """``id IN (…)`` over the steps matching ``where``, locked in ascending id (PostgreSQL).
 
     On SQLite the write transaction already excludes every other writer.
@@ -53,7 +53,7 @@ def _locked_in_order(where: str, *, skip_locked: bool) -> str:
     return f"id IN (SELECT id FROM {STEP_TABLE} WHERE {where} ORDER BY id FOR NO KEY UPDATE{skip})"
 
 
-def _placeholders(count: int) -> str:
+def placeholders(count: int) -> str:
     return ", ".join(["%s"] * count)
 
 
@@ -68,12 +68,12 @@ def steps_hold(pairs: Sequence[Sequence[int]], *, holder: str, lease: float) -> 
     # "id IN" first: it lets SQLite find the rows by key; the pairs alone would have it
     # walk the state index over every queued step.
     where = (
-        f"id IN ({_placeholders(len(ids))}) AND (id, version) IN (VALUES {values}) AND state = %s"
+        f"id IN ({placeholders(len(ids))}) AND (id, version) IN (VALUES {values}) AND state = %s"
     )
     with connection.cursor() as cursor:
         cursor.execute(
             f"UPDATE {STEP_TABLE} SET holder = %s, lease_until = %s "
-            f"WHERE {_locked_in_order(where, skip_locked=True)} RETURNING id",
+            f"WHERE {locked_in_order(where, skip_locked=True)} RETURNING id",
             [
                 holder,
                 until,
@@ -91,11 +91,11 @@ def steps_renew(ids: Iterable[int], *, holder: str, lease: float) -> int:
     if not ids:
         return 0
     until = to_db(Step, "lease_until", timezone.now() + dt.timedelta(seconds=lease))
-    where = f"id IN ({_placeholders(len(ids))}) AND holder = %s AND state IN (%s, %s)"
+    where = f"id IN ({placeholders(len(ids))}) AND holder = %s AND state IN (%s, %s)"
     with connection.cursor() as cursor:
         cursor.execute(
             f"UPDATE {STEP_TABLE} SET lease_until = %s "
-            f"WHERE {_locked_in_order(where, skip_locked=True)}",
+            f"WHERE {locked_in_order(where, skip_locked=True)}",
             [until, *ids, holder, *IN_FLIGHT],
         )
         return int(cursor.rowcount)
@@ -108,11 +108,11 @@ def steps_let_go(ids: Iterable[int], *, holder: str) -> int:
     if not ids:
         return 0
     now = to_db(Step, "queued_at", timezone.now())
-    where = f"id IN ({_placeholders(len(ids))}) AND holder = %s AND state = %s"
+    where = f"id IN ({placeholders(len(ids))}) AND holder = %s AND state = %s"
     with connection.cursor() as cursor:
         cursor.execute(
             f"UPDATE {STEP_TABLE} SET holder = '', lease_until = NULL, queued_at = %s "
-            f"WHERE {_locked_in_order(where, skip_locked=False)}",
+            f"WHERE {locked_in_order(where, skip_locked=False)}",
             [now, *ids, holder, StepState.QUEUED.value],
         )
         return int(cursor.rowcount)

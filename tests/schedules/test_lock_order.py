@@ -42,14 +42,14 @@ RANK = {
     Step._meta.db_table: 1,
     Run._meta.db_table: 2,
 }
-ID_TERM = re.compile(r"WHERE \(?(?:\w+\.)?id = %s")
+ID_TERM = re.compile(r"WHERE \(?(?:\w+\.)?id (?:= %s|IN \(((?:%s, )*%s)\))")
 
 
 @dataclass
 class Statement:
     table: str
     locks: bool  # UPDATE, DELETE or SELECT ... FOR [NO KEY] UPDATE
-    row: Any  # the row's id when the statement names one row by id
+    row: Any  # the row's id when the statement names one row by id; a tuple for several
     ordered: bool  # its FOR [NO KEY] UPDATE is over rows in ascending id
     skips: bool  # SKIP LOCKED: never waits, so never part of a deadlock
     sql: str = field(default="", repr=False)
@@ -65,7 +65,8 @@ class LockRecorder:
     def __call__(self, execute: Callable[..., Any], sql: str, params: Any, many: bool, ctx: Any):
         if not connection.in_atomic_block:
             self.end()  # a statement outside any transaction is a transaction of its own
-        statement = classify(sql, params)
+        # executemany: one statement over several rows (the first names the row, if any)
+        statement = classify(sql, params[0] if many and params else params)
         if statement is not None:
             self.current.append(statement)
         result = execute(sql, params, many, ctx)
@@ -105,7 +106,11 @@ def classify(sql: str, params: Any) -> Statement | None:
     row = None
     match = ID_TERM.search(text)
     if match is not None and params is not None:
-        row = list(params)[text[: match.start()].count("%s")]
+        first = text[: match.start()].count("%s")
+        if match.group(1) is None:
+            row = list(params)[first]
+        else:
+            row = tuple(list(params)[first : first + match.group(1).count("%s")])
     first_column_is_id = text.startswith(f"SELECT {table}.id ") or " SELECT id FROM " in text
     ordered = bool(
         re.search(rf"ORDER BY (?:{table}\.)?id(?: ASC)? FOR (NO KEY )?UPDATE", text)
@@ -124,11 +129,11 @@ def check(statements: list[Statement]) -> list[str]:
     for s in statements:
         rank = RANK[s.table]
         if rank == 0:
-            key = (s.table, s.row)
+            keys = {(s.table, row) for row in (s.row if isinstance(s.row, tuple) else (s.row,))}
             if not steps_locked:
                 if s.locks or not row_locks:
-                    owners_before_steps.add(key)
-            elif s.locks and key not in owners_before_steps:
+                    owners_before_steps |= keys
+            elif s.locks and not keys <= owners_before_steps:
                 found.append(f"{s.table} row {s.row} locked after a step: {s.sql}")
         elif rank == 1 and s.locks:
             if run_locked:
@@ -236,6 +241,18 @@ def recurring_job_overlap_allow_taken_over() -> None:
 
 
 @worker_case
+def message_of_steps_due_together() -> None:
+    """Claimed, run and recorded together (one statement locks several jobs and steps)."""
+    services.job_schedule_many(jobs=[{"action": "noop", "due_at": timezone.now()}] * 5)
+    gone = Step.objects.order_by("pk").last()
+    assert gone is not None
+    Step.objects.filter(pk=gone.pk).update(action="removed_since")  # its run fails
+    pairs = services.steps_claim_due(limit=10, holder="d:1", lease=5)
+    services.steps_execute(pairs=pairs, worker="w:1")
+    assert Run.objects.filter(status=RunStatus.SUCCEEDED).count() == 4
+
+
+@worker_case
 def classroom_timeline() -> None:
     start = timezone.now() + dt.timedelta(minutes=1)
     classroom = services.classroom_create(
@@ -331,7 +348,8 @@ def test_a_cancel_racing_the_worker_s_record_waits_instead_of_deadlocking(caplog
 
     def pause_after_first_lock(execute: Callable[..., Any], sql: str, *args: Any) -> Any:
         result = execute(sql, *args)
-        statement = classify(sql, args[0])
+        params, many = args[0], args[1]
+        statement = classify(sql, params[0] if many and params else params)
         locks = statement is not None and statement.locks
         if action_done.is_set() and not first_lock_taken.is_set() and locks:
             first_lock_taken.set()
