@@ -276,9 +276,9 @@ class Sampler(threading.Thread):
 
 
 def per_thousand(cpu: dict[str, float], started: int) -> dict[str, float | None]:
-    """CPU seconds per 1,000 started steps, per process and for the product's processes
-    together (dispatcher, worker and pool, database server)."""
-    own = ("dispatcher", "worker", "database")
+    """CPU seconds per 1,000 started steps, per process and for all of them together
+    (dispatcher, worker and pool, database server, broker server)."""
+    own = ("dispatcher", "worker", "database", "broker")
     if not started:
         return dict.fromkeys((*own, "total"))
     result: dict[str, float | None] = {name: 1000 * cpu[name] / started for name in own}
@@ -423,34 +423,61 @@ def run_case(case: str, cfg: Config, data_dir: Path) -> dict[str, Any]:
 
 
 class ServerCpu:
-    """CPU of the database server's processes for this case's database (PostgreSQL), from
-    ``start()``: a backend that was already there counts from then, a new one in full."""
+    """CPU of the servers a case uses, from ``start()``: the PostgreSQL server (its main
+    process and every process it forked: backends, WAL writer, checkpointer, and those
+    that exited meanwhile, which the main process reaped) and the Redis server. Both are
+    shared: the figure includes whatever else used them meanwhile (nothing, on an
+    otherwise idle machine)."""
 
     def __init__(self, servers: CaseServers) -> None:
         self.servers = servers
-        self.start_cpu: dict[int, float] = {}
+        self.start_cpu: dict[str, float] = {}
 
-    @staticmethod
-    def _cpu(pid: int) -> float | None:
+    def _postgres(self) -> psutil.Process | None:
+        pids = self.servers.backend_pids()
+        for pid in pids:
+            with contextlib.suppress(psutil.Error):
+                return psutil.Process(pid).parent()
+        return None
+
+    def _redis(self) -> psutil.Process | None:
+        if self.servers.cfg.broker != "redis":
+            return None
+        import redis
+
+        client = redis.Redis.from_url(self.servers.cfg.redis_url)
         try:
-            t = psutil.Process(pid).cpu_times()
+            return psutil.Process(int(client.info("server")["process_id"]))
         except psutil.Error:
             return None
-        return float(t.user + t.system)
+        finally:
+            client.close()
+
+    @staticmethod
+    def _tree(root: psutil.Process | None) -> float:
+        if root is None:
+            return 0.0
+        try:
+            t = root.cpu_times()
+            total = t.user + t.system + t.children_user + t.children_system
+            children = root.children()
+        except psutil.Error:
+            return 0.0
+        for child in children:
+            with contextlib.suppress(psutil.Error):
+                c = child.cpu_times()
+                total += c.user + c.system
+        return float(total)
+
+    def _now(self) -> dict[str, float]:
+        return {"database": self._tree(self._postgres()), "broker": self._tree(self._redis())}
 
     def start(self) -> None:
-        for pid in self.servers.backend_pids():
-            cpu = self._cpu(pid)
-            if cpu is not None:
-                self.start_cpu[pid] = cpu
+        self.start_cpu = self._now()
 
-    def seconds(self) -> float:
-        total = 0.0
-        for pid in self.servers.backend_pids() | set(self.start_cpu):
-            cpu = self._cpu(pid)
-            if cpu is not None:
-                total += cpu - self.start_cpu.get(pid, 0.0)
-        return total
+    def seconds(self) -> dict[str, float]:
+        now = self._now()
+        return {name: max(0.0, now[name] - self.start_cpu.get(name, 0.0)) for name in now}
 
 
 def _run_case(case: str, cfg: Config, data_dir: Path, servers: CaseServers) -> dict[str, Any]:
@@ -701,15 +728,19 @@ def _run_case(case: str, cfg: Config, data_dir: Path, servers: CaseServers) -> d
             "dispatcher": cpu_seconds(sampler.procs.get("dispatcher")) - cpu_start["dispatcher"],
             "worker": cpu_seconds(sampler.procs.get("worker")) - cpu_start["worker"],
             "driver": cpu_seconds(me, children=False) - cpu_start["driver"],
-            "database": server_cpu.seconds(),
+            **server_cpu.seconds(),
             "machine": machine_busy_seconds() - cpu_start["machine"],
             "wall": window_wall,
         }
-        # CPU used by processes that are not part of this benchmark (noise on a shared machine;
-        # with Redis, the Redis server's share is in here too).
+        # CPU used by processes that are not part of this benchmark (noise on a shared machine).
         cpu["other"] = max(
             0.0,
-            cpu["machine"] - cpu["dispatcher"] - cpu["worker"] - cpu["driver"] - cpu["database"],
+            cpu["machine"]
+            - cpu["dispatcher"]
+            - cpu["worker"]
+            - cpu["driver"]
+            - cpu["database"]
+            - cpu["broker"],
         )
         cpu["load_avg_1m_at_end"] = os.getloadavg()[0]
         result["cpu_seconds_in_window"] = cpu
@@ -1008,7 +1039,8 @@ def print_report(results: dict[str, dict[str, Any]], cfg: Config) -> list[tuple[
     print()
     head = (
         f"{'case':<9} {'started/s':>9} {'last start s':>12} {'early':>5} "
-        f"{'CPU-s per 1,000 started: dispatcher':>36} {'worker':>7} {'database':>8} {'total':>6}"
+        f"{'CPU-s per 1,000 started: dispatcher':>36} {'worker':>7} {'database':>8} "
+        f"{'broker':>7} {'total':>6}"
     )
     print(head)
     print("-" * len(head))
@@ -1020,7 +1052,8 @@ def print_report(results: dict[str, dict[str, Any]], cfg: Config) -> list[tuple[
             f"{case:<9} {fmt(r['throughput_per_s'], '.0f'):>9} "
             f"{fmt(r['last_start_after_window_end_s'], '.2f'):>12} {r['early']:>5} "
             f"{fmt(k['dispatcher'], '.3f'):>36} {fmt(k['worker'], '.3f'):>7} "
-            f"{fmt(k['database'], '.3f'):>8} {fmt(k['total'], '.3f'):>6}"
+            f"{fmt(k['database'], '.3f'):>8} {fmt(k['broker'], '.3f'):>7} "
+            f"{fmt(k['total'], '.3f'):>6}"
         )
     print()
     for case, r in results.items():
@@ -1033,6 +1066,7 @@ def print_report(results: dict[str, dict[str, Any]], cfg: Config) -> list[tuple[
             f"{fmt(r['last_start_after_window_end_s'], '.1f')} s after the window; "
             f"window {cpu['wall']:.1f} s, CPU dispatcher {cpu['dispatcher']:.1f} s, "
             f"worker {cpu['worker']:.1f} s, database server {cpu['database']:.1f} s, "
+            f"broker server {cpu['broker']:.1f} s, "
             f"other processes {cpu['other']:.1f} s; "
             f"idle CPU {', '.join(f'{k} {v:.0f}%' for k, v in r['idle_cpu_percent'].items())}; "
             f"runs {runs['status_counts']}; unexpected marks {r['unexpected_marks']}; "
