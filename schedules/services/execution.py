@@ -993,6 +993,8 @@ def _execute_together(
             step_execute(step_id=step.pk, version=step.version, worker=worker, keeper=keeper)
     if not claimed:
         return []
+    if keeper is not None:  # (the message's steps are held already, unless that failed)
+        keeper.hold([step.pk for step, _ in claimed])
     payloads = _retry_db(
         lambda: _payloads_for([step for step, _ in claimed]),
         what="reading the payloads",
