@@ -47,7 +47,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-CASES = ("sparse", "rate", "recurring", "uniform", "burst")
+CASES = ("sparse", "rate", "recurring", "uniform", "burst", "churn", "million")
 # Settings a run must not inherit from the shell: the benchmark sets its own.
 SCRUBBED_PREFIXES = (
     "SCHEDULES_",
@@ -79,6 +79,9 @@ class Config:
     uniform_due: int = 100_000
     uniform_window: float = 60.0
     burst_due: int = 10_000
+    churn_rate: float = 20.0
+    churn_seconds: float = 60.0
+    million_pending: int = 1_000_000
     burst: bool = False
     database: str = "sqlite"
     broker: str = "folder"
@@ -86,6 +89,8 @@ class Config:
     redis_url: str = "redis://127.0.0.1:6379/14"
     grace: float = 60.0
     concurrency: int = 2
+    dispatchers: int = 1
+    workers: int = 1
     pool: str = "prefork"
     loglevel: str = "INFO"
     warmup: int = 20
@@ -233,7 +238,7 @@ class Sampler(threading.Thread):
     def __init__(self, interval: float = 0.1) -> None:
         super().__init__(daemon=True, name="rss-sampler")
         self.interval = interval
-        self.procs: dict[str, psutil.Process] = {}
+        self.procs: dict[str, list[psutil.Process]] = defaultdict(list)
         self.halt = threading.Event()
         self.lock = threading.Lock()
         self.peak: dict[str, int] = defaultdict(int)
@@ -242,8 +247,10 @@ class Sampler(threading.Thread):
         self.phase_peak: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
 
     def watch(self, name: str, pid: int) -> None:
+        """Watch one more process of a role ("dispatcher", "worker"): RSS is the largest of
+        the role's processes, CPU their sum."""
         with self.lock:
-            self.procs[name] = psutil.Process(pid)
+            self.procs[name].append(psutil.Process(pid))
 
     def _note(self, key: str, value: int) -> None:
         self.peak[key] = max(self.peak[key], value)
@@ -252,8 +259,8 @@ class Sampler(threading.Thread):
 
     def sample(self) -> None:
         with self.lock:
-            procs = dict(self.procs)
-        for name, proc in procs.items():
+            procs = [(name, proc) for name, group in self.procs.items() for proc in group]
+        for name, proc in procs:
             try:
                 main = proc.memory_info().rss
                 children = proc.children(recursive=True)
@@ -292,10 +299,14 @@ def machine_busy_seconds() -> float:
     return t.user + t.nice + t.system + getattr(t, "irq", 0.0) + getattr(t, "softirq", 0.0)
 
 
-def cpu_seconds(proc: psutil.Process | None, *, children: bool = True) -> float:
-    """User+system CPU of a process and (by default) its live children."""
+def cpu_seconds(
+    proc: psutil.Process | list[psutil.Process] | None, *, children: bool = True
+) -> float:
+    """User+system CPU of a process (or of several) and (by default) its live children."""
     if proc is None:
         return 0.0
+    if isinstance(proc, list):
+        return sum(cpu_seconds(one, children=children) for one in proc)
     total = 0.0
     try:
         for p in [proc, *(proc.children(recursive=True) if children else [])]:
@@ -312,6 +323,38 @@ def cpu_seconds(proc: psutil.Process | None, *, children: bool = True) -> float:
 # --------------------------------------------------------------------------------------------
 # The case runner (a child process with its own Django settings)
 # --------------------------------------------------------------------------------------------
+
+
+#: The churn case's jobs are due 2 to CHURN_LATEST seconds after their creation.
+CHURN_EARLIEST, CHURN_LATEST = 2.0, 20.0
+
+
+def create_jobs(rate: float, seconds: float, seed: int) -> None:
+    """The churn case's other process: ``rate`` jobs a second for ``seconds``, one by one
+    through ``services.job_schedule``, each due 2-20 s after its creation."""
+    import django
+
+    django.setup()
+    from django.utils import timezone
+
+    from schedules import services
+
+    rng = random.Random(seed + 1)
+    start = time.monotonic()
+    for i in range(int(rate * seconds)):
+        pause = start + i / rate - time.monotonic()
+        if pause > 0:
+            time.sleep(pause)
+        services.job_schedule(
+            action="bench_mark",
+            name="due",
+            due_at=timezone.now() + dt.timedelta(seconds=rng.uniform(CHURN_EARLIEST, CHURN_LATEST)),
+        )
+
+
+def numbered(role: str, n: int) -> str:
+    """A process's name: "dispatcher", then "dispatcher-2", ... (its log file's name too)."""
+    return role if n == 1 else f"{role}-{n}"
 
 
 class Stack:
@@ -343,7 +386,7 @@ class Stack:
 
     def check_alive(self) -> None:
         for name, proc in self.procs.items():
-            if proc.poll() is not None:
+            if proc.poll() is not None and not (name == "creator" and proc.returncode == 0):
                 raise RuntimeError(
                     f"{name} exited early with {proc.returncode}:\n{self.tail(name)}"
                 )
@@ -400,7 +443,7 @@ def start_profilers(
             "--output",
             str(out),
         ]
-        if name == "worker":
+        if name.startswith("worker"):
             args.append("--subprocesses")
         log = (data_dir / f"py-spy-{name}.log").open("wb")
         profilers.append(subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT))
@@ -496,7 +539,11 @@ def _run_case(case: str, cfg: Config, data_dir: Path, servers: CaseServers) -> d
     from schedules.models import Run, RunStatus, Step
 
     rng = random.Random(cfg.seed)
-    result: dict[str, Any] = {"case": case, "data_dir": str(data_dir)}
+    result: dict[str, Any] = {
+        "case": case,
+        "data_dir": str(data_dir),
+        "processes": {"dispatchers": cfg.dispatchers, "workers": cfg.workers},
+    }
     phases: dict[str, float] = {}
     t0 = time.monotonic()
 
@@ -514,7 +561,9 @@ def _run_case(case: str, cfg: Config, data_dir: Path, servers: CaseServers) -> d
         connection.close()
 
         phase("start processes")
-        dispatcher = stack.start("dispatcher", ["manage.py", "run_scheduler"])
+        for n in range(1, cfg.dispatchers + 1):
+            dispatcher = stack.start(numbered("dispatcher", n), ["manage.py", "run_scheduler"])
+            sampler.watch("dispatcher", dispatcher.pid)
         worker_args = [
             "-m",
             "celery",
@@ -530,13 +579,12 @@ def _run_case(case: str, cfg: Config, data_dir: Path, servers: CaseServers) -> d
             "--without-heartbeat",
             "--without-gossip",
             "--without-mingle",
-            "-n",
-            f"bench-{case}@%h",
             *cfg.worker_args,
         ]
-        worker = stack.start("worker", worker_args)
-        sampler.watch("dispatcher", dispatcher.pid)
-        sampler.watch("worker", worker.pid)
+        for n in range(1, cfg.workers + 1):
+            node = ["-n", f"bench-{case}-{n}@%h"]
+            worker = stack.start(numbered("worker", n), [*worker_args, *node])
+            sampler.watch("worker", worker.pid)
         sampler.start()
 
         # Warm-up: proves the whole path works and lets every pool process open its
@@ -564,11 +612,12 @@ def _run_case(case: str, cfg: Config, data_dir: Path, servers: CaseServers) -> d
         # Pending far-future jobs: in bulk, then one by one (both timed).
         phase("schedule pending (bulk)")
         hour, week = 3600.0, 7 * 24 * 3600.0
+        pending = cfg.million_pending if case == "million" else cfg.pending
         started = time.perf_counter()
         now = timezone.now()
         done = 0
-        while done < cfg.pending:
-            n = min(cfg.bulk_chunk, cfg.pending - done)
+        while done < pending:
+            n = min(cfg.bulk_chunk, pending - done)
             services.job_schedule_many(
                 jobs=[
                     {
@@ -582,10 +631,10 @@ def _run_case(case: str, cfg: Config, data_dir: Path, servers: CaseServers) -> d
             done += n
         bulk_s = time.perf_counter() - started
         result["bulk"] = {
-            "jobs": cfg.pending,
+            "jobs": pending,
             "chunk": cfg.bulk_chunk,
             "seconds": bulk_s,
-            "per_second": cfg.pending / bulk_s if bulk_s else None,
+            "per_second": pending / bulk_s if bulk_s else None,
         }
 
         phase("schedule pending (one by one)")
@@ -609,12 +658,13 @@ def _run_case(case: str, cfg: Config, data_dir: Path, servers: CaseServers) -> d
 
         # Idle cost: CPU of the dispatcher and the worker while nothing is due.
         phase("idle")
-        idle_start = {name: cpu_seconds(proc) for name, proc in sampler.procs.items()}
+        idle_start = {name: cpu_seconds(procs) for name, procs in sampler.procs.items()}
         time.sleep(cfg.idle)
         result["idle_cpu_percent"] = (
             {
-                name: 100 * (cpu_seconds(proc) - idle_start[name]) / cfg.idle
-                for name, proc in sampler.procs.items()
+                # per process of the role
+                name: 100 * (cpu_seconds(procs) - idle_start[name]) / cfg.idle / len(procs)
+                for name, procs in sampler.procs.items()
             }
             if cfg.idle
             else {}
@@ -623,7 +673,7 @@ def _run_case(case: str, cfg: Config, data_dir: Path, servers: CaseServers) -> d
         # The due jobs, scheduled in bulk ahead of a window that starts after they are stored.
         phase("schedule due")
         offsets: list[float] = []
-        if case == "sparse":
+        if case in ("sparse", "million"):
             n_due, window = cfg.sparse_due, cfg.sparse_window
             offsets = sorted(rng.uniform(0, window) for _ in range(n_due))
         elif case == "rate":
@@ -638,6 +688,11 @@ def _run_case(case: str, cfg: Config, data_dir: Path, servers: CaseServers) -> d
         elif case == "burst":
             n_due, window = cfg.burst_due, 0.0
             offsets = [0.0] * n_due
+        elif case == "churn":
+            # Created while running by another process (``create_jobs``), each due 2-20 s
+            # after its creation; the window runs until the last one is due.
+            n_due = int(cfg.churn_rate * cfg.churn_seconds)
+            window = cfg.churn_seconds + CHURN_LATEST
         else:
             # Each recurring job runs every `recurring_every` s through the window: its
             # occurrences are planned one at a time by the worker, not stored ahead.
@@ -690,6 +745,15 @@ def _run_case(case: str, cfg: Config, data_dir: Path, servers: CaseServers) -> d
         while timezone.now() < window_start:
             time.sleep(0.05)
         phase("due window")
+        if case == "churn":
+            stack.start(
+                "creator",
+                [
+                    str(Path(__file__).resolve()),
+                    "--create-jobs",
+                    f"{cfg.churn_rate}:{cfg.churn_seconds}:{cfg.seed}",
+                ],
+            )
         profilers = start_profilers(cfg, data_dir, stack, window) if cfg.profile else []
         me = psutil.Process()
         server_cpu = ServerCpu(servers)
@@ -707,8 +771,8 @@ def _run_case(case: str, cfg: Config, data_dir: Path, servers: CaseServers) -> d
             stack.check_alive()
             time.sleep(0.5)
             reader.poll()
-            if case == "recurring" and timezone.now() > window_end:
-                due = due_steps()  # the occurrences planned so far
+            if case == "churn" or (case == "recurring" and timezone.now() > window_end):
+                due = due_steps()  # the occurrences planned (jobs created) so far
                 connection.close()
             if (
                 all_marked_at is None
@@ -960,6 +1024,8 @@ def targets(results: dict[str, dict[str, Any]], cfg: Config) -> list[tuple[str, 
         "rate": 1000.0 if cfg.burst else 100.0,
         "recurring": 1000.0 * cfg.recurring_every,
         "uniform": 50.0,
+        "churn": 5.0,
+        "million": 5.0,
     }
     for case, limit in limits.items():
         r = results.get(case)
@@ -1162,6 +1228,13 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, Config]:
     )
     p.add_argument("--idle", type=float, help="seconds with nothing due, to measure idle CPU (5)")
     p.add_argument("--concurrency", type=int, default=2, help="Celery pool processes (2)")
+    p.add_argument("--dispatchers", type=int, default=1, help="run_scheduler processes at once (1)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="Celery worker processes at once, each with its pool (1)",
+    )
     p.add_argument("--pool", default="prefork", help="Celery pool (prefork)")
     p.add_argument("--loglevel", default="INFO", help="Celery worker log level (INFO)")
     p.add_argument(
@@ -1195,10 +1268,20 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, Config]:
         help="extra argument for the celery worker command line, e.g. "
         "--worker-arg=--prefetch-multiplier=1 (repeatable)",
     )
+    p.add_argument(
+        "--churn-rate", type=float, help="jobs a second created by another process in churn (20)"
+    )
+    p.add_argument("--churn-seconds", type=float, help="seconds of creating in churn (60)")
+    p.add_argument(
+        "--million-pending", type=int, help="far-future jobs pending in million (1000000)"
+    )
     p.add_argument("--child", choices=CASES, help=argparse.SUPPRESS)
+    p.add_argument("--create-jobs", help=argparse.SUPPRESS)
     p.add_argument("--data-dir", type=Path, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
 
+    if args.create_jobs:
+        return args, Config(cases=[])
     if args.child:
         cfg = Config(**json.loads((args.data_dir / "config.json").read_text()))
         return args, cfg
@@ -1214,6 +1297,8 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, Config]:
         "uniform_due": 5_000,
         "uniform_window": 10.0,
         "burst_due": 1_000,
+        "churn_seconds": 10.0,
+        "million_pending": 20_000,
         "grace": 15.0,
         "bulk_chunk": 10_000,
         "idle": 3.0,
@@ -1236,6 +1321,9 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, Config]:
         "uniform_due",
         "uniform_window",
         "burst_due",
+        "churn_rate",
+        "churn_seconds",
+        "million_pending",
         "grace",
         "idle",
     ):
@@ -1243,6 +1331,9 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, Config]:
         if value is not None:
             setattr(cfg, key, value)
     cfg.concurrency, cfg.pool, cfg.loglevel = args.concurrency, args.pool, args.loglevel
+    cfg.dispatchers, cfg.workers = args.dispatchers, args.workers
+    if cfg.dispatchers < 1 or cfg.workers < 1:
+        p.error("--dispatchers and --workers: at least 1")
     cfg.seed, cfg.keep, cfg.quick, cfg.trace = args.seed, args.keep, args.quick, args.trace
     cfg.profile = args.profile
     cfg.burst = args.burst
@@ -1259,12 +1350,18 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, Config]:
         cfg.env[key] = value
     window = max(cfg.sparse_window, cfg.rate_seconds, cfg.recurring_seconds, cfg.uniform_window)
     # Generous bound for one case; each case also ends by itself after window + grace.
-    cfg.case_timeout = 300 + window + cfg.grace + (cfg.pending + cfg.uniform_due) / 500
+    window = max(window, cfg.churn_seconds + CHURN_LATEST)
+    pending = max(cfg.pending, cfg.million_pending if "million" in cfg.cases else 0)
+    cfg.case_timeout = 300 + window + cfg.grace + (pending + cfg.uniform_due) / 500
     return args, cfg
 
 
 def main(argv: list[str]) -> int:
     args, cfg = parse_args(argv)
+    if args.create_jobs:
+        rate, seconds, seed = args.create_jobs.split(":")
+        create_jobs(float(rate), float(seconds), int(seed))
+        return 0
     if args.child:
         signal.signal(signal.SIGTERM, _raise_interrupt)
         result = run_case(args.child, cfg, args.data_dir)
@@ -1276,7 +1373,8 @@ def main(argv: list[str]) -> int:
     print(
         f"schedules benchmark: {', '.join(cfg.cases)} on {shape(cfg)}; {info['nproc']} CPUs, "
         f"{info['memory_gb']} GB, Python {info['python']}, SQLite {info['sqlite']}; "
-        f"worker --concurrency {cfg.concurrency} ({cfg.pool}); "
+        f"{cfg.dispatchers} dispatcher(s), {cfg.workers} worker(s) "
+        f"--concurrency {cfg.concurrency} ({cfg.pool}); "
         f"extra env {cfg.env or '{}'}",
         flush=True,
     )

@@ -8,12 +8,15 @@ message per field, so a form, the API or a command can show them all at once.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import zoneinfo
+from collections.abc import Sequence
 from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
+from django.db import models
 from django.utils import timezone
 from pydantic import ValidationError as PydanticValidationError
 
@@ -92,14 +95,23 @@ def check_time_zone(errors: Errors, field: str, value: str) -> str:
     return value
 
 
-def check_choice(errors: Errors, field: str, value: Any, choices: list[str]) -> Any:
-    if value not in choices:
-        errors.add(field, f"must be one of {', '.join(choices)}, not {value!r}")
+@functools.cache
+def values_of(choices: type[models.Choices]) -> tuple[str, ...]:
+    """A choices enum's values, computed once (Django computes them on every access)."""
+    return tuple(choices.values)
+
+
+def check_choice(
+    errors: Errors, field: str, value: Any, choices: type[models.Choices] | Sequence[str]
+) -> Any:
+    allowed = values_of(choices) if isinstance(choices, type) else choices
+    if value not in allowed:
+        errors.add(field, f"must be one of {', '.join(allowed)}, not {value!r}")
     return value
 
 
 def check_precision(errors: Errors, field: str, value: str) -> str:
-    return str(check_choice(errors, field, value, Precision.values))
+    return str(check_choice(errors, field, value, Precision))
 
 
 def check_max_attempts(errors: Errors, field: str, value: Any) -> Any:

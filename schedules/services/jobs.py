@@ -38,9 +38,10 @@ from ..validation import (
     check_precision,
     check_time_zone,
     seconds_text,
+    values_of,
 )
+from .inserts import job_and_step_insert, jobs_and_steps_insert
 from .plans import job_pending_step, job_plan_step
-from .sync import steps_sync_on_commit
 from .transactions import retrying
 
 NAME_MAX = 200
@@ -83,7 +84,7 @@ class Schedule:
         return cls(**{f.name: getattr(job, f.name) for f in dataclasses.fields(cls)})
 
     def fields(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return {name: getattr(self, name) for name in SCHEDULE_FIELDS}
 
 
 SCHEDULE_FIELDS = tuple(f.name for f in dataclasses.fields(Schedule))
@@ -227,8 +228,8 @@ def _check_rule(
 
 def _check_options(errors: Errors, action: str, schedule: Schedule) -> None:
     """The policies and poll limits, which apply whatever the rule."""
-    check_choice(errors, "missed_policy", schedule.missed_policy, MissedPolicy.values)
-    check_choice(errors, "overlap_policy", schedule.overlap_policy, OverlapPolicy.values)
+    check_choice(errors, "missed_policy", schedule.missed_policy, MissedPolicy)
+    check_choice(errors, "overlap_policy", schedule.overlap_policy, OverlapPolicy)
     _check_poll(errors, action, schedule)
 
 
@@ -242,7 +243,7 @@ def _check_timing(
     now: dt.datetime,
 ) -> dt.datetime | None:
     """A due time for a one-off job, a rule for a recurring one; the first due time (UTC)."""
-    check_choice(errors, "schedule_type", schedule.schedule_type, ScheduleType.values)
+    check_choice(errors, "schedule_type", schedule.schedule_type, ScheduleType)
     if schedule.schedule_type == ScheduleType.ONCE:
         for name in RULE_FIELDS[1:]:
             if getattr(schedule, name) not in (None, ""):
@@ -251,7 +252,7 @@ def _check_timing(
             errors.add("due_at", "a one-off job needs it: when should it run?")
             return None
         return check_due(errors, "due_at", due_at, now=now)
-    if schedule.schedule_type not in ScheduleType.values:
+    if schedule.schedule_type not in values_of(ScheduleType):
         return None
     if due_at is not None:
         errors.add(
@@ -319,7 +320,6 @@ def job_validate(
     return normalized, due
 
 
-@retrying
 def job_schedule(
     *,
     action: str,
@@ -354,7 +354,7 @@ def job_schedule(
     if schedule.schedule_type != ScheduleType.ONCE:
         fields["starts_at"] = (schedule.starts_at or now).astimezone(dt.UTC)
         fields["ends_at"] = schedule.ends_at.astimezone(dt.UTC) if schedule.ends_at else None
-    job = Job.objects.create(
+    job = Job(
         name=name,
         action=action,
         payload=normalized,
@@ -365,9 +365,8 @@ def job_schedule(
         owner=owner,
         **fields,
     )
-    # post_save on Step queues the engine sync for after the commit.
-    job_plan_step(job, due, sequence=0)
-    return job
+    # One statement on PostgreSQL, one write transaction on SQLite (services.inserts).
+    return job_and_step_insert(job, due)
 
 
 def email_schedule(
@@ -626,21 +625,5 @@ def job_schedule_many(*, jobs: list[dict[str, Any]], owner: User | None = None) 
         options["payload"] = normalized
         rows.append(Job(action=spec["action"], due_at=due, owner=owner, **options))
     errors.raise_if_any()
-    created = Job.objects.bulk_create(rows, batch_size=1000)
-    steps = Step.objects.bulk_create(
-        [
-            Step(
-                job=job,
-                action=job.action,
-                due_at=job.due_at,
-                precision=job.precision,
-                engine=engine_name_for_precision(job.precision),
-                max_attempts=job.max_attempts,
-            )
-            for job in created
-        ],
-        batch_size=1000,
-    )
-    # bulk_create sends no post_save: sync explicitly after the commit.
-    steps_sync_on_commit(step.pk for step in steps)
-    return created
+    # COPY on PostgreSQL, executemany on SQLite; one wake-up (services.inserts).
+    return jobs_and_steps_insert(rows, [job.due_at for job in rows])

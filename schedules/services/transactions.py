@@ -69,11 +69,13 @@ def conflict_pause(attempt: int) -> float:
     return ceiling / 2 + random.uniform(0, ceiling / 2)
 
 
-def run_retrying(func: Callable[[], T], *, what: str = "") -> T:
+def run_retrying(func: Callable[[], T], *, what: str = "", atomic: bool = True) -> T:
     """``func()`` in a transaction; run again on a conflict when this is the outermost one.
 
     Inside another transaction it is a savepoint and a conflict propagates to the
-    outer transaction's owner, which is the one that can run it all again.
+    outer transaction's owner, which is the one that can run it all again. With
+    ``atomic=False`` (outside any transaction only), ``func`` runs one statement,
+    which is its own transaction: no BEGIN and COMMIT round trips.
     """
     if connection.in_atomic_block:
         with transaction.atomic():
@@ -81,6 +83,8 @@ def run_retrying(func: Callable[[], T], *, what: str = "") -> T:
     tries: int = settings.SCHEDULES_CONFLICT_RETRIES
     for attempt in range(1, tries + 1):
         try:
+            if not atomic:
+                return func()
             with transaction.atomic():
                 return func()
         except OperationalError as exc:

@@ -100,6 +100,20 @@ def test_a_dispatcher_that_dies_holding_a_claim_or_is_killed_loses_nothing(harne
     assert result.uncertain == 0 and result.worker_exits == 0
 
 
+def test_two_dispatchers_at_once_release_every_step_exactly_once(harness: Harness):
+    h = harness
+    h.start_dispatcher()
+    h.start_dispatcher()
+    h.start_worker()
+    h.start_worker()
+    ids = h.schedule(300, start=time.time() + 2, window=2)
+    assert h.wait_final(timeout=90), "not every step finished"
+    result = h.tally(shape(), "two_dispatchers", ids, [])
+    assert (result.lost, result.doubled, result.doubled_uncertain) == (0, 0, 0), result
+    assert result.uncertain == 0 and result.worker_exits == 0
+    assert Run.objects.filter(step__job_id__in=ids).count() == 300
+
+
 @pytest.fixture
 def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
     server = RedisServer(tmp_path / "redis")
