@@ -1039,6 +1039,10 @@ def targets(results: dict[str, dict[str, Any]], cfg: Config) -> list[tuple[str, 
                 p99 is not None and p99 < limit,
             )
         )
+    million = results.get("million")
+    if million and "error" not in million:
+        rss = million["rss_mb"].get("dispatcher_main", 0.0)
+        checks.append(("million: dispatcher RSS <= 100 MB", f"{rss:.0f} MB", rss <= 100))
     burst = results.get("burst")
     if burst and "error" not in burst:
         limit = 3.0 if cfg.database == "sqlite" else 2.0
