@@ -289,18 +289,12 @@ def _claim(step: StepRow, version: int, now: dt.datetime, worker: str) -> Run | 
             notes.append(taken.note)
             if taken.skip:
                 status = RunStatus.SKIPPED
-        run = Run(
-            step_id=step.pk,
-            job_id=step.job_id,
-            classroom_id=step.classroom_id,
-            action=step.action,
-            engine=step.engine,
-            version=version,
-            attempt=step.attempts + 1,
+        run = _opened_run(
+            step,
+            version,
+            now,
+            worker,
             status=status,
-            due_at=step.due_at,
-            started_at=now,
-            worker=worker,
             uncertain=uncertain,
             note="; ".join(n for n in notes if n)[:300],
         )
@@ -309,6 +303,34 @@ def _claim(step: StepRow, version: int, now: dt.datetime, worker: str) -> Run | 
             run.finished_at = now
             _save_runs([run])
     return run
+
+
+def _opened_run(
+    step: StepRow,
+    version: int,
+    now: dt.datetime,
+    worker: str,
+    *,
+    status: str = RunStatus.RUNNING,
+    uncertain: bool = False,
+    note: str = "",
+) -> Run:
+    """The run of the attempt ``worker`` has just claimed (not saved yet)."""
+    return Run(
+        step_id=step.pk,
+        job_id=step.job_id,
+        classroom_id=step.classroom_id,
+        action=step.action,
+        engine=step.engine,
+        version=version,
+        attempt=step.attempts + 1,
+        status=status,
+        due_at=step.due_at,
+        started_at=now,
+        worker=worker,
+        uncertain=uncertain,
+        note=note,
+    )
 
 
 def _claimed_before(step: StepRow, version: int, attempt: int, worker: str) -> Run | None:
@@ -783,24 +805,7 @@ def _claim_together(
             sorted({s.job_id for s in claimed if s.job_id is not None}),
             PlanStatus.RUNNING.value,
         )
-        runs = [
-            Run(
-                step_id=step.pk,
-                job_id=step.job_id,
-                classroom_id=step.classroom_id,
-                action=step.action,
-                engine=step.engine,
-                version=step.version,
-                attempt=step.attempts + 1,
-                status=RunStatus.RUNNING,
-                due_at=step.due_at,
-                started_at=now,
-                worker=worker,
-                uncertain=False,
-                note="",
-            )
-            for step in claimed
-        ]
+        runs = [_opened_run(step, step.version, now, worker) for step in claimed]
         if runs:
             _insert_runs(runs)
     return list(zip(claimed, runs, strict=True))

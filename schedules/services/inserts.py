@@ -29,13 +29,14 @@ import json
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from django.conf import settings
 from django.db import connection, models
 from django.utils import timezone
 
-from ..engines import engine_name_for_precision, get_engine
+from ..engines import engine_name_for_precision
 from ..engines.local import WAKE_CHANNEL
 from ..models import ArmState, Job, ScheduleType, Step
+from .leases import placeholders
+from .plans import written_armed
 from .sync import steps_sync_on_commit
 from .transactions import run_retrying
 
@@ -52,7 +53,6 @@ class Table:
         ]
         self.columns: list[str] = [str(field.column) for field in self.fields]
         self.attnames = [field.attname for field in self.fields]
-        self.sequence = ""  # PostgreSQL: the id's sequence, read once (``id_sequence``)
 
     def defaults(self, now: dt.datetime) -> dict[str, Any]:
         """Every column's value when none is given: the field's default; now for the
@@ -126,10 +126,6 @@ def table(model: type[models.Model]) -> Table:
     return Table(model)
 
 
-def _placeholders(count: int) -> str:
-    return ", ".join(["%s"] * count)
-
-
 def _json_cast(tab: Table) -> list[str]:
     """PostgreSQL reads a JSON column's text parameter as jsonb only if told so."""
     cast = "::jsonb" if connection.vendor == "postgresql" else ""
@@ -150,8 +146,7 @@ def step_for(job: Job, due_at: dt.datetime, now: dt.datetime) -> dict[str, Any]:
         max_attempts=job.max_attempts,
         recurring=job.schedule_type != ScheduleType.ONCE,
     )
-    horizon = now + dt.timedelta(seconds=settings.SCHEDULES_ARM_HORIZON)
-    if get_engine(name).row_is_timer and due_at <= horizon:
+    if written_armed(name, due_at, now):
         values.update(arm_state=ArmState.ARMED.value, armed_version=1, armed_engine=name)
     return values
 
@@ -313,6 +308,6 @@ def _write_rows(tab: Table, rows: list[list[Any]]) -> None:
                     copy.write_row(row)
             return
         cursor.executemany(
-            f"INSERT INTO {tab.name} ({columns}) VALUES ({_placeholders(len(tab.columns) + 1)})",
+            f"INSERT INTO {tab.name} ({columns}) VALUES ({placeholders(len(tab.columns) + 1)})",
             rows,
         )

@@ -68,6 +68,13 @@ class PlannedJob(Protocol):
     last_sequence: int
 
 
+def written_armed(engine_name: str, due_at: dt.datetime, now: dt.datetime) -> bool:
+    """A new step is written armed when its engine's timer is the row itself (local) and
+    it falls within the arm horizon: its transaction's commit arms it."""
+    horizon = now + dt.timedelta(seconds=settings.SCHEDULES_ARM_HORIZON)
+    return get_engine(engine_name).row_is_timer and due_at <= horizon
+
+
 def job_plan_step(
     job: PlannedJob, due_at: dt.datetime, *, sequence: int, poll_number: int = 0
 ) -> Step:
@@ -95,8 +102,7 @@ def job_plan_step(
     if not engine.row_is_timer:
         step.save()
         return step
-    horizon = timezone.now() + dt.timedelta(seconds=settings.SCHEDULES_ARM_HORIZON)
-    if due_at <= horizon:
+    if written_armed(name, due_at, timezone.now()):
         step.arm_state, step.armed_version, step.armed_engine = ArmState.ARMED, 1, name
     (step,) = Step.objects.bulk_create([step])  # no post_save: nothing to sync after
     if step.arm_state == ArmState.ARMED:
