@@ -152,6 +152,7 @@ class Job(models.Model):
         blank=True,
         on_delete=models.SET_NULL,
         related_name="scheduled_jobs",
+        db_index=False,  # the partial index job_owner below: ownerless jobs stay out of it
     )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -162,6 +163,10 @@ class Job(models.Model):
             models.Index(fields=["status", "due_at"], name="job_status_due"),
             models.Index(fields=["due_at"], name="job_due"),
             models.Index(fields=["action", "due_at"], name="job_action_due"),
+            # Only owned jobs are in it ("owner = X" implies its condition, on both
+            # databases): a job scheduled by a program has none, and a row that changes
+            # status (twice a run) would otherwise add an entry to it each time.
+            models.Index(fields=["owner"], name="job_owner", condition=Q(owner__isnull=False)),
         ]
         constraints = [
             models.CheckConstraint(condition=Q(max_attempts__gte=1), name="job_max_attempts_gte_1"),
@@ -268,11 +273,25 @@ class Step(models.Model):
     carrying another version is skipped by the worker.
     """
 
+    # Both owner links are indexed below, not here: a job's steps by the unique
+    # (job, sequence, poll_number) index, a classroom's by a partial index holding only
+    # classroom steps. A step row changes state three times a run, and each change adds
+    # an entry to every index whose condition holds.
     job = models.ForeignKey(
-        Job, null=True, blank=True, on_delete=models.CASCADE, related_name="steps"
+        Job,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="steps",
+        db_index=False,
     )
     classroom = models.ForeignKey(
-        Classroom, null=True, blank=True, on_delete=models.CASCADE, related_name="steps"
+        Classroom,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="steps",
+        db_index=False,
     )
     action = models.CharField(max_length=64)
     sequence = models.PositiveIntegerField(
@@ -339,6 +358,11 @@ class Step(models.Model):
             # when the query's own literals imply its condition, and queries bind values.
             models.Index(fields=["state", "arm_state", "due_at"], name="step_state_arm_due"),
             models.Index(fields=["due_at"], name="step_due"),
+            models.Index(
+                fields=["classroom"],
+                name="step_classroom",
+                condition=Q(classroom__isnull=False),
+            ),
             # The recovery pass: leases that lapsed. Only held steps are in it (a comparison
             # on lease_until implies its condition, so SQLite uses it with bound values too).
             models.Index(
@@ -398,7 +422,12 @@ class Run(models.Model):
         db_index=False,  # served by the (job, started_at) index below
     )
     classroom = models.ForeignKey(
-        Classroom, null=True, blank=True, on_delete=models.CASCADE, related_name="runs"
+        Classroom,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="runs",
+        db_index=False,  # the partial index run_classroom below: only classroom runs
     )
     action = models.CharField(max_length=64)
     engine = models.CharField(max_length=32, blank=True, help_text="Engine that released it.")
@@ -430,6 +459,9 @@ class Run(models.Model):
             # A job's newest runs (its page, its API detail, the changelist's last lateness)
             # without reading all runs of a long-running recurring job.
             models.Index(fields=["job", "started_at"], name="run_job_started"),
+            models.Index(
+                fields=["classroom"], name="run_classroom", condition=Q(classroom__isnull=False)
+            ),
         ]
 
     def __str__(self) -> str:

@@ -134,3 +134,132 @@ def published(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int]]:
     sent: list[tuple[int, int]] = []
     monkeypatch.setattr("schedules.services.dispatch.steps_publish", sent.extend)
     return sent
+
+
+# ---------------------------------------------------------------------------------------
+# Owner links: indexed only where they hold a value (migration 0008). A row changes
+# state several times a run and each change adds an entry to every index whose
+# condition holds, so the links most rows leave empty are partial indexes, and a job's
+# steps are found by the unique (job, sequence, poll_number) index. Finding an owner's
+# rows, and deleting an owner (its rows go with it), must still seek an index.
+
+
+def all_statements(call: Callable[[], object], tables: tuple[str, ...]) -> list[Statement]:
+    """The SELECT, UPDATE and DELETE statements ``call`` sent that search ``tables`` by a
+    column other than their id."""
+    sent: list[Statement] = []
+
+    def capture(execute, sql, params, many, context):  # type: ignore[no-untyped-def]
+        head, _, where = sql.partition(" WHERE ")
+        if (
+            any(f'"{table}"' in head or f" {table} " in f"{head} " for table in tables)
+            and where
+            and '"id" IN' not in where.split(" AND ")[0]
+            and sql.lstrip().upper().startswith(("SELECT", "UPDATE", "DELETE"))
+        ):
+            sent.append((sql, tuple(params or ())))
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(capture):
+        call()
+    return sent
+
+
+def table_reads(plan: str, table: str) -> list[str]:
+    """Lines of a plan that read all of ``table``."""
+    if connection.vendor == "postgresql":
+        return [line for line in plan.splitlines() if f"Seq Scan on {table}" in line]
+    return [
+        line
+        for line in plan.splitlines()
+        if line.startswith("SCAN") and table in line and "USING" not in line
+    ]
+
+
+@pytest.fixture
+def owners(bulk_loaded):  # type: ignore[no-untyped-def]
+    """A user owning one job, a classroom with its steps and a run, among the 10,000 jobs
+    with their steps and a run each (no statistics on the step table)."""
+    from django.contrib.auth.models import User
+
+    from schedules.models import Classroom, Job, Run
+
+    user = User.objects.create(username="owner")
+    job = services.job_schedule(action="noop", due_at=bulk_loaded + dt.timedelta(days=1))
+    Job.objects.filter(pk=job.pk).update(owner=user)
+    start = bulk_loaded + dt.timedelta(days=2)
+    classroom = services.classroom_create(
+        title="Owned",
+        start=start,
+        end=start + dt.timedelta(minutes=10),
+        recording_service_ref="room-1",
+        owner=user,
+    )
+    Run.objects.bulk_create(
+        Run(
+            step_id=step_id,
+            job_id=job_id,
+            action="noop",
+            version=1,
+            status="succeeded",
+            due_at=due_at,
+            started_at=due_at,
+        )
+        for step_id, job_id, due_at in Step.objects.filter(job__isnull=False).values_list(
+            "pk", "job_id", "due_at"
+        )
+    )
+    step = classroom.steps.first()
+    assert step is not None
+    Run.objects.create(
+        step=step,
+        classroom=classroom,
+        action=step.action,
+        version=step.version,
+        status="succeeded",
+        due_at=step.due_at,
+        started_at=step.due_at,
+    )
+    assert Classroom.objects.count() == 1
+    return user, job, classroom
+
+
+def test_owner_links_seek_their_index(owners):
+    from schedules.models import Job, Run
+
+    user, job, classroom = owners
+    lookups = {
+        "steps of a job": (Step.objects.filter(job_id=job.pk), STEP_TABLE),
+        "steps of a classroom": (Step.objects.filter(classroom_id=classroom.pk), STEP_TABLE),
+        "runs of a classroom": (Run.objects.filter(classroom_id=classroom.pk), "schedules_run"),
+        "jobs of an owner": (Job.objects.filter(owner_id=user.pk), "schedules_job"),
+    }
+    for name, (queryset, table) in lookups.items():
+        plan = queryset.explain()
+        assert not table_reads(plan, table), f"{name}:\n{plan}"
+        assert queryset.exists(), name
+
+
+def test_deleting_owners_seeks_their_rows(owners):
+    from schedules.models import Classroom, Job, Run
+
+    user, job, classroom = owners
+    job_id = job.pk
+    tables = (STEP_TABLE, "schedules_run", "schedules_job")
+    checked = 0
+    for call in (job.delete, classroom.delete, user.delete):
+        statements = all_statements(call, tables)
+        for sql, params in statements:
+            plan = plan_of((sql, params))
+            for table in tables:
+                assert not table_reads(plan, table), f"{sql}\n{plan}"
+            checked += 1
+    assert checked >= 4
+    # The deletions happened, and took only their own rows.
+    assert not Job.objects.filter(pk=job_id).exists()
+    assert not Step.objects.filter(job_id=job_id).exists()
+    assert not Classroom.objects.exists()
+    assert not Step.objects.filter(classroom__isnull=False).exists()
+    assert not Run.objects.filter(classroom__isnull=False).exists()
+    assert Step.objects.filter(job__isnull=False).count() == PENDING + 5
+    assert Run.objects.count() == PENDING + 5
