@@ -883,24 +883,53 @@ def _settle_steps(done: Sequence[tuple[StepRow, Run]], state: str) -> set[int]:
         return {pk for (pk,) in cursor.fetchall()}
 
 
+#: The run columns a record writes, after the id, with PostgreSQL's type for each (a
+#: VALUES list's text would not be cast to them by itself).
+SAVED_RUN_COLUMNS = (
+    ("status", ""),
+    ("result", "::jsonb"),
+    ("error", ""),
+    ("note", ""),
+    ("started_at", "::timestamptz"),
+    ("lateness", "::interval"),
+    ("finished_at", "::timestamptz"),
+)
+
+
 def _save_runs(runs: Sequence[Run]) -> None:
+    """Write the runs' outcomes: one UPDATE for all of them on PostgreSQL (from a VALUES
+    list), one prepared UPDATE run for each on SQLite (in process, no round trips)."""
+    rows = [
+        [
+            run.pk,
+            run.status,
+            to_db(Run, "result", run.result),
+            run.error,
+            run.note,
+            to_db(Run, "started_at", run.started_at),
+            to_db(Run, "lateness", run.lateness),
+            to_db(Run, "finished_at", run.finished_at),
+        ]
+        for run in runs
+    ]
     with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            # A VALUES list names its columns column1, column2, ... (column1: the id).
+            sets = ", ".join(
+                f"{name} = v.column{n}{cast}"
+                for n, (name, cast) in enumerate(SAVED_RUN_COLUMNS, start=2)
+            )
+            row = f"({placeholders(len(SAVED_RUN_COLUMNS) + 1)})"
+            cursor.execute(
+                f"UPDATE {RUN_TABLE} SET {sets} FROM (VALUES {', '.join([row] * len(rows))}) "
+                f"AS v WHERE {RUN_TABLE}.id = v.column1",
+                [value for values in rows for value in values],
+            )
+            return
+        sets = ", ".join(f"{name} = %s" for name, _ in SAVED_RUN_COLUMNS)
         cursor.executemany(
-            f"UPDATE {RUN_TABLE} SET status = %s, result = %s, error = %s, note = %s, "
-            "started_at = %s, lateness = %s, finished_at = %s WHERE id = %s",
-            [
-                [
-                    run.status,
-                    to_db(Run, "result", run.result),
-                    run.error,
-                    run.note,
-                    to_db(Run, "started_at", run.started_at),
-                    to_db(Run, "lateness", run.lateness),
-                    to_db(Run, "finished_at", run.finished_at),
-                    run.pk,
-                ]
-                for run in runs
-            ],
+            f"UPDATE {RUN_TABLE} SET {sets} WHERE id = %s",
+            [[*values[1:], values[0]] for values in rows],
         )
 
 

@@ -53,10 +53,14 @@ def released(jobs: list[dict[str, Any]]) -> list[list[int]]:
 
 
 def statements(call: Any) -> list[str]:
+    """The statements ``call`` sent; one run several times (``executemany``) counts as one
+    on SQLite (prepared once, run in process) and as each of its runs on PostgreSQL
+    (each one parsed and planned by the server)."""
     sent: list[str] = []
 
     def capture(execute, sql, params, many, context):  # type: ignore[no-untyped-def]
-        sent.append(sql)
+        times = len(params) if many and connection.vendor == "postgresql" else 1
+        sent.extend([sql] * times)
         return execute(sql, params, many, context)
 
     with connection.execute_wrapper(capture):
@@ -212,3 +216,47 @@ def test_steps_not_started_by_the_deadline_are_given_back_as_they_were(effects):
     services.steps_execute(pairs=rest, worker="w:2")
     assert sorted(effects) == sorted(pk for pk, _ in pairs)
     assert Run.objects.filter(status=RunStatus.SUCCEEDED).count() == 3
+
+
+def test_recorded_together_outcomes_keep_every_value_as_the_action_gave_it(effects):
+    """One statement writes the outcomes of steps recorded together: results of every
+    JSON shape, errors with quotes and newlines, and the times, come back unchanged."""
+    results = [
+        None,
+        {"quote": 'it\'s "fine"', "nested": {"list": [1, 2.5, None, True]}},
+        ["a", "b"],
+        "plain text",
+        {"unicode": "Grüße, 東京 ✓", "backslash": "C:\\path\\n"},
+        0,
+    ]
+    returned = iter(results)
+
+    @register("shapes", payload=NoopPayload, description="test")
+    def shapes(ctx: Any, payload: Any) -> Any:
+        return next(returned)
+
+    @register("breaks", payload=NoopPayload, description="test", has_side_effects=False)
+    def breaks(ctx: Any, payload: Any) -> None:
+        raise PermanentError('it\'s\nbroken; DROP TABLE "x" --')
+
+    try:
+        now = timezone.now()
+        pairs = released(
+            [{"action": "shapes", "due_at": now - dt.timedelta(seconds=2)}] * len(results)
+            + [{"action": "breaks", "due_at": now}]
+        )
+        services.steps_execute(pairs=pairs, worker="w:1")
+    finally:
+        REGISTRY.pop("shapes")
+        REGISTRY.pop("breaks")
+    runs = list(Run.objects.filter(action="shapes").order_by("step_id"))
+    assert [run.result for run in runs] == results
+    assert all(run.status == RunStatus.SUCCEEDED for run in runs)
+    for run in runs:
+        assert run.finished_at is not None and run.finished_at >= run.started_at
+        assert run.lateness == run.started_at - run.due_at
+        assert run.lateness >= dt.timedelta(seconds=2)
+    broken = Run.objects.get(action="breaks")
+    assert broken.status == RunStatus.FAILED
+    assert 'it\'s\nbroken; DROP TABLE "x" --' in broken.error
+    assert broken.result is None
