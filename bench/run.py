@@ -47,6 +47,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench.profile import Profilers, print_summary  # noqa: E402
+
 CASES = ("sparse", "rate", "recurring", "uniform", "burst", "churn", "million")
 # Settings a run must not inherit from the shell: the benchmark sets its own.
 SCRUBBED_PREFIXES = (
@@ -412,44 +414,6 @@ class Stack:
                 proc.wait(timeout=5)
 
 
-def start_profilers(
-    cfg: Config, data_dir: Path, stack: Stack, window: float
-) -> list[subprocess.Popen[bytes]]:
-    """Diagnosis only (--profile): py-spy samples the dispatcher and the worker during the window.
-
-    py-spy is not a requirement of the benchmark; install it into the venv to use this.
-    """
-    import shutil
-
-    exe = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which("py-spy")
-    if exe is None:
-        raise SystemExit("--profile needs py-spy: .venv/bin/pip install py-spy")
-    duration = str(int(max(window, 10.0) + 2))  # a burst has no window: watch it drain
-    profilers = []
-    for name, proc in stack.procs.items():
-        out = data_dir / f"profile-{name}.txt"
-        args = [
-            exe,
-            "record",
-            "--pid",
-            str(proc.pid),
-            "--duration",
-            duration,
-            "--rate",
-            "250",
-            "--format",
-            "raw",
-            "--nonblocking",
-            "--output",
-            str(out),
-        ]
-        if name.startswith("worker"):
-            args.append("--subprocesses")
-        log = (data_dir / f"py-spy-{name}.log").open("wb")
-        profilers.append(subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT))
-    return profilers
-
-
 def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
@@ -754,7 +718,7 @@ def _run_case(case: str, cfg: Config, data_dir: Path, servers: CaseServers) -> d
                     f"{cfg.churn_rate}:{cfg.churn_seconds}:{cfg.seed}",
                 ],
             )
-        profilers = start_profilers(cfg, data_dir, stack, window) if cfg.profile else []
+        profilers = Profilers(data_dir, stack.procs, window, cfg.database) if cfg.profile else None
         me = psutil.Process()
         server_cpu = ServerCpu(servers)
         server_cpu.start()
@@ -809,11 +773,9 @@ def _run_case(case: str, cfg: Config, data_dir: Path, servers: CaseServers) -> d
         cpu["load_avg_1m_at_end"] = os.getloadavg()[0]
         result["cpu_seconds_in_window"] = cpu
         phase("stop")
-        for profiler in profilers:
-            try:
-                profiler.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                profiler.kill()
+        if profilers is not None:
+            profilers.wait()
+            result["profile"] = profilers.summary()
         sampler.stop()
         stack.stop()
 
@@ -1142,6 +1104,8 @@ def print_report(results: dict[str, dict[str, Any]], cfg: Config) -> list[tuple[
             f"runs {runs['status_counts']}; unexpected marks {r['unexpected_marks']}; "
             f"mark vs Run.started_at max {fmt(runs['max_abs_mark_vs_run_started_ms'], '.2f')} ms"
         )
+        if "profile" in r:
+            print_summary(case, r["profile"])
         if "trace" in r:
             print(f"  {case} trace (ms; p50 / p99 / max):")
             for name, d in [
@@ -1151,7 +1115,7 @@ def print_report(results: dict[str, dict[str, Any]], cfg: Config) -> list[tuple[
             ]:
                 label = f"due->{name}" if name in r["trace"]["since_due_ms"] else name
                 print(
-                    f"    {label:<28} {fmt(d['p50']):>8} {fmt(d['p99']):>8} {fmt(d['max']):>8}"
+                    f"    {label:<36} {fmt(d['p50']):>8} {fmt(d['p99']):>8} {fmt(d['max']):>8}"
                     f"  (n={d['n']})"
                 )
             t = r["trace"]
@@ -1262,7 +1226,8 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, Config]:
         "--profile",
         action="store_true",
         help="diagnosis: py-spy (not a requirement; pip install py-spy) samples the "
-        "dispatcher and worker during the window; raw stacks kept with --keep",
+        "dispatcher and worker during the window, and perf the PostgreSQL server when "
+        "perf is installed; prints where each spends its time (raw files kept with --keep)",
     )
     p.add_argument(
         "--worker-arg",

@@ -7,7 +7,9 @@ by wrapping (never editing) product functions:
   commit) and ``schedules.dispatcher.steps_publish`` (end of the broker writes);
 * worker main process: ``workers.broker.Channel._get`` (the moment the folder
   broker hands a message to Celery);
-* worker pool process: ``workers.tasks.step_execute`` (the task body starts).
+* worker pool process: ``workers.tasks.step_execute`` and ``workers.tasks.steps_execute``
+  (the task body starts), and ``schedules.services.execution._claim_together`` (the
+  worker's claim transaction of steps due together: its start and its commit).
 
 The action's own mark (bench.actions) is the last point. Each probe appends
 ``kind unix_time step_id...`` lines to ``<data dir>/trace/trace-<pid>.txt``.
@@ -87,6 +89,30 @@ def install() -> None:
 
     tasks.step_execute = traced_execute
 
+    execute_many = tasks.steps_execute
+
+    def traced_execute_many(**kwargs: Any) -> Any:
+        ids = " ".join(str(int(pk)) for pk, _ in kwargs["pairs"])
+        _write(f"task_start {time.time():.6f} {ids}\n")
+        return execute_many(**kwargs)
+
+    tasks.steps_execute = traced_execute_many
+
+    from schedules.services import execution
+
+    claim_together = execution._claim_together
+
+    def traced_claim_together(steps: Any, now: Any, worker: str) -> Any:
+        t0 = time.time()
+        claimed = claim_together(steps, now, worker)
+        t1 = time.time()
+        ids = " ".join(str(step.pk) for step, _ in claimed)
+        if ids:
+            _write(f"worker_claim_start {t0:.6f} {ids}\nworker_claimed {t1:.6f} {ids}\n")
+        return claimed
+
+    execution._claim_together = traced_claim_together
+
     # SQLite write lock: time to get it (BEGIN IMMEDIATE) and time it is held (until COMMIT).
     from django.db.backends.sqlite3.base import DatabaseWrapper
 
@@ -152,7 +178,16 @@ def analyse(
             step, _, _, at, _ = line.split()
             marks.setdefault(int(step), float(at))
     first["action_start"] = marks
-    order = ["claim_start", "claimed", "published", "fetched", "task_start", "action_start"]
+    order = [
+        "claim_start",
+        "claimed",
+        "published",
+        "fetched",
+        "task_start",
+        "worker_claim_start",
+        "worker_claimed",
+        "action_start",
+    ]
     from bench.run import summary_ms
 
     since_due = {
@@ -164,6 +199,8 @@ def analyse(
     segments: dict[str, Any] = {}
     previous = None
     for kind in order:
+        if not first[kind]:
+            continue  # a probe this run has not got (the folder broker's fetch on Redis)
         if previous is not None:
             segments[f"{previous}->{kind}"] = summary_ms(
                 [
