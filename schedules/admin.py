@@ -49,8 +49,10 @@ from .forms import (
     RescheduleJobsForm,
     ServiceModelForm,
     ShiftClassroomsForm,
+    WorkflowAddForm,
+    WorkflowChangeForm,
 )
-from .models import Classroom, Job, PlanStatus, Run, Step
+from .models import Classroom, Job, PlanStatus, Run, Step, Workflow, WorkflowVersion
 from .selectors import describe_schedule
 from .services.jobs import SCHEDULE_FIELDS
 from .services.transactions import Busy, run_retrying
@@ -1098,3 +1100,51 @@ class RunAdmin(ReadOnlyAdmin[Run]):
     @admin.display(description="lateness")
     def lateness_display(self, run: Run) -> str:
         return format_lateness(run.lateness)
+
+
+# --- Workflows ------------------------------------------------------------------------------------
+
+
+class WorkflowVersionInline(ReadOnlyInline[WorkflowVersion]):
+    """Every saved definition of the workflow, newest first."""
+
+    model = WorkflowVersion
+    fields = ("version", "created_at")
+    readonly_fields = fields
+    ordering = ("-version",)
+    verbose_name_plural = "versions (newest first)"
+
+
+@admin.register(Workflow)
+class WorkflowAdmin(PlanAdmin[Workflow]):
+    """Definitions are saved through the services: checked, and versioned on change."""
+
+    add_form = WorkflowAddForm
+    change_form = WorkflowChangeForm
+    list_display = ("name", "version", "description", "owner", "updated_at")
+    search_fields = ("name",)
+    search_help_text = "A workflow's name, or its id."
+    ordering = ("name",)
+    raw_id_fields = ("owner",)
+    changelist_defer = ("definition",)
+    inlines = (WorkflowVersionInline,)
+    add_fieldsets = ((None, {"fields": ("name", "description", "definition")}),)
+    fieldsets = (
+        (None, {"fields": ("name", "version", "description", "definition")}),
+        ("Owner and timestamps", {"fields": ("owner", "created_at", "updated_at")}),
+    )
+    editable_fields = ("description", "definition")
+    fixed_fields = ("name", "version", "owner", "created_at", "updated_at")
+
+    def is_frozen(self, obj: Workflow) -> bool:
+        return False  # a new version never changes an execution that runs
+
+
+@admin.register(WorkflowVersion)
+class WorkflowVersionAdmin(ReadOnlyAdmin[WorkflowVersion]):
+    list_display = ("workflow", "version", "created_at")
+    list_filter = ("workflow",)
+    search_fields = ("workflow__name",)
+    ordering = ("workflow", "-version")
+    fields = ("workflow", "version", "definition", "created_at")
+    readonly_fields = fields

@@ -29,7 +29,7 @@ from django.utils.safestring import SafeString, mark_safe
 from workers.actions import REGISTRY
 
 from . import services
-from .models import RECURRING_SCHEDULE_TYPES, Classroom, Job, ScheduleType
+from .models import RECURRING_SCHEDULE_TYPES, Classroom, Job, ScheduleType, Workflow
 from .services.jobs import SCHEDULE_FIELDS
 from .validation import seconds_text
 
@@ -545,6 +545,59 @@ class ClassroomChangeForm(ServiceModelForm[Classroom]):
         if not changes:
             return self.instance
         return services.classroom_update(classroom=self.instance, **changes)
+
+
+# --- Workflows ------------------------------------------------------------------------------------
+
+DEFINITION_HELP = (
+    "StartAt and States, in the workflow language: Task, Choice, Wait, Succeed and Fail "
+    "states. Checked when saved; each error names the state and the field. Saving a "
+    "changed definition makes the next version: an execution keeps the version it "
+    "started with."
+)
+
+
+class DefinitionField(PayloadField):
+    widget = forms.Textarea(attrs={"rows": 24, "cols": 100, "class": "vLargeTextField"})
+
+
+class WorkflowAddForm(ServiceModelForm[Workflow]):
+    """Creates a workflow with ``services.workflow_create``, owned by the admin user."""
+
+    definition = DefinitionField(help_text=DEFINITION_HELP)
+
+    class Meta:
+        model = Workflow
+        fields = ("name", "description", "definition")
+
+    def call_service(self) -> Workflow:
+        data = self.cleaned_data
+        return services.workflow_create(
+            name=data["name"],
+            definition=data["definition"],
+            description=data.get("description", ""),
+            owner=self.user,
+        )
+
+
+class WorkflowChangeForm(ServiceModelForm[Workflow]):
+    """Edits a workflow's definition and description with ``services.workflow_update``."""
+
+    definition = DefinitionField(help_text=DEFINITION_HELP)
+
+    class Meta:
+        model = Workflow
+        fields = ("description", "definition")
+
+    def call_service(self) -> Workflow:
+        changes = {
+            name: self.cleaned_data[name]
+            for name in ("description", "definition")
+            if self._changed(name)
+        }
+        if not changes:
+            return self.instance
+        return services.workflow_update(workflow=self.instance, **changes)
 
 
 # --- Intermediate forms of admin actions ----------------------------------------------------------

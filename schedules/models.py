@@ -508,3 +508,62 @@ class IdempotencyRecord(models.Model):
 
     def __str__(self) -> str:
         return f"{self.endpoint} {self.key}"
+
+
+class Workflow(models.Model):
+    """A named definition of states (schedules/workflow_language.py), in its current
+    version. Every edit of the definition is kept as a ``WorkflowVersion``: an
+    execution runs the version it started with, whatever is saved after."""
+
+    name = models.SlugField(
+        max_length=80,
+        unique=True,
+        help_text="Letters, digits, hyphens and underscores; how commands and the API name it.",
+    )
+    description = models.TextField(blank=True)
+    definition = models.JSONField(
+        help_text="StartAt and States, in the workflow language (docs/workflows.md)."
+    )
+    version = models.PositiveIntegerField(
+        default=1, help_text="Goes up by one each time the definition changes."
+    )
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="workflows",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [models.CheckConstraint(condition=Q(version__gte=1), name="workflow_version")]
+
+    def __str__(self) -> str:
+        return f"{self.name} v{self.version}"
+
+
+class WorkflowVersion(models.Model):
+    """One version of a workflow's definition, as it was saved; never changed."""
+
+    workflow = models.ForeignKey(
+        Workflow,
+        on_delete=models.CASCADE,
+        related_name="versions",
+        db_index=False,  # the unique (workflow, version) index serves it
+    )
+    version = models.PositiveIntegerField()
+    definition = models.JSONField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["workflow", "-version"]
+        constraints = [
+            # (its index also serves the workflow's versions, newest first)
+            models.UniqueConstraint(fields=["workflow", "version"], name="workflow_version_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.workflow_id} v{self.version}"

@@ -483,12 +483,11 @@ def _targets(state: Any, states: Mapping[str, Any]) -> Iterator[str]:
     if not isinstance(state, Mapping):
         return
     found = [state.get("Next"), state.get("Default")]
-    for rule in state.get("Choices") or []:
-        if isinstance(rule, Mapping):
-            found.append(rule.get("Next"))
-    for catcher in state.get("Catch") or []:
-        if isinstance(catcher, Mapping):
-            found.append(catcher.get("Next"))
+    for key in ("Choices", "Catch"):
+        items = state.get(key)
+        for item in items if isinstance(items, list) else []:
+            if isinstance(item, Mapping):
+                found.append(item.get("Next"))
     for target in found:
         if isinstance(target, str) and target in states:
             yield target

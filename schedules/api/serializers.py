@@ -23,6 +23,7 @@ from ..models import (
     Run,
     ScheduleType,
     Step,
+    Workflow,
 )
 from ..selectors import describe_schedule, engine_expected_lateness, job_next_occurrences
 
@@ -336,3 +337,43 @@ class ClassroomDetailSerializer(ClassroomSerializer):
     class Meta(ClassroomSerializer.Meta):
         fields = [*ClassroomSerializer.Meta.fields, "steps"]
         read_only_fields = fields
+
+
+class WorkflowSerializer(serializers.ModelSerializer[Workflow]):
+    class Meta:
+        model = Workflow
+        fields = [
+            "id",
+            "name",
+            "description",
+            "version",
+            "definition",
+            "owner",
+            "created_at",
+            "updated_at",
+        ]
+        read_only_fields = fields
+
+
+class WorkflowListSerializer(WorkflowSerializer):
+    class Meta(WorkflowSerializer.Meta):
+        fields = [f for f in WorkflowSerializer.Meta.fields if f != "definition"]
+        read_only_fields = fields
+
+
+class WorkflowCreateSerializer(serializers.Serializer[Any]):
+    name = serializers.CharField(
+        max_length=200, help_text="1 to 80 letters, digits, hyphens or underscores; unique."
+    )
+    description = serializers.CharField(required=False, allow_blank=True, default="")
+    definition = serializers.JSONField(
+        help_text="StartAt and States in the workflow language (docs/workflows.md); every "
+        "error names the state and the field."
+    )
+
+
+class WorkflowUpdateSerializer(serializers.Serializer[Any]):
+    description = serializers.CharField(required=False, allow_blank=True)
+    definition = serializers.JSONField(
+        required=False, help_text="A changed definition is saved as the next version."
+    )

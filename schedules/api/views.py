@@ -17,7 +17,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from .. import services
-from ..models import Classroom, Job, PlanStatus, Run, RunStatus, ScheduleType
+from ..models import Classroom, Job, PlanStatus, Run, RunStatus, ScheduleType, Workflow
 from . import serializers as s
 from .idempotency import header_parameter, idempotent
 from .users import request_user
@@ -246,3 +246,48 @@ class RunViewSet(viewsets.ReadOnlyModelViewSet[Run], OwnedViewSet):
 
     def owner_filter(self) -> Q:
         return Q(job__owner=self.request.user) | Q(classroom__owner=self.request.user)
+
+
+@extend_schema_view(
+    list=extend_schema(
+        summary="List workflows (newest first, cursor pages; without their definitions)",
+        responses={200: s.WorkflowListSerializer(many=True)},
+    ),
+    retrieve=extend_schema(summary="A workflow with its current definition and version"),
+)
+class WorkflowViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, OwnedViewSet):
+    queryset = Workflow.objects.all()
+    model = Workflow
+    serializer_class = s.WorkflowSerializer
+
+    def get_serializer_class(self) -> Any:
+        return s.WorkflowListSerializer if self.action == "list" else s.WorkflowSerializer
+
+    def get_queryset(self) -> QuerySet[Any]:
+        queryset = super().get_queryset()
+        return queryset.defer("definition") if self.action == "list" else queryset
+
+    @extend_schema(
+        summary="Save a workflow definition (version 1)",
+        request=s.WorkflowCreateSerializer,
+        responses={201: s.WorkflowSerializer},
+        parameters=[header_parameter()],
+    )
+    def create(self, request: Request) -> Response:
+        def do() -> Response:
+            data = self.valid_data(s.WorkflowCreateSerializer, request.data)
+            workflow = services.workflow_create(owner=request_user(request), **data)
+            return Response(s.WorkflowSerializer(workflow).data, status=status.HTTP_201_CREATED)
+
+        return idempotent(request, do)
+
+    @extend_schema(
+        summary="Change a workflow's description, or its definition (saved as the next version)",
+        request=s.WorkflowUpdateSerializer,
+        responses={200: s.WorkflowSerializer},
+    )
+    def partial_update(self, request: Request, pk: str | None = None) -> Response:
+        workflow = self.get_object_to_change()
+        data = self.valid_data(s.WorkflowUpdateSerializer, request.data)
+        workflow = services.workflow_update(workflow=workflow, **data)
+        return Response(s.WorkflowSerializer(workflow).data)

@@ -41,6 +41,7 @@ from .sync import (
     timer_for,
 )
 from .transactions import Busy, run_retrying
+from .workflows import workflow_create, workflow_update, workflow_validate
 
 __all__ = [
     "Busy",
@@ -83,4 +84,7 @@ __all__ = [
     "steps_unclaim",
     "steps_waiting_report",
     "timer_for",
+    "workflow_create",
+    "workflow_update",
+    "workflow_validate",
 ]

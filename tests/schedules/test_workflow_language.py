@@ -372,3 +372,22 @@ def test_a_rule_on_a_missing_path_names_it():
 def test_definitions_are_plain_json():
     assert problems(json.loads(json.dumps(migration()))) == []
     assert problems({"StartAt": "A", "States": {"A": {"Type": "Succeed", "Comment": {1, 2}}}})
+
+
+@pytest.mark.parametrize(
+    "odd",
+    [
+        {"StartAt": "A", "States": {"A": {"Type": "Choice", "Choices": 5, "Default": "A"}}},
+        {"StartAt": "A", "States": {"A": {"Type": "Task", "Action": "noop", "Catch": 5}}},
+        {"StartAt": "A", "States": {"A": {"Type": "Task", "Action": "noop", "Retry": [5]}}},
+        {"StartAt": "A", "States": {"A": 5}},
+        {"StartAt": 5, "States": {"A": {"Type": "Succeed"}}},
+        {"StartAt": "A", "States": {"A": {"Type": "Wait", "Seconds": True, "End": True}}},
+        {"StartAt": "A", "States": {"A": {"Type": "Task", "Action": "noop", "Payload": []}}},
+        {"StartAt": "A", "States": {"A": {"Type": "Choice", "Choices": [{"Not": 5, "Next": "A"}]}}},
+        {"StartAt": "A", "States": {"A": {"Type": "Fail", "Error": 5}}},
+        {"StartAt": "A", "States": {"": {"Type": "Succeed"}, "A": {"Type": "Succeed"}}},
+    ],
+)
+def test_odd_shapes_are_refused_with_a_message_never_an_exception(odd):
+    assert problems(odd)
