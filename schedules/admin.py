@@ -1114,6 +1114,9 @@ class WorkflowVersionInline(ReadOnlyInline[WorkflowVersion]):
     ordering = ("-version",)
     verbose_name_plural = "versions (newest first)"
 
+    def get_queryset(self, request: HttpRequest) -> QuerySet[WorkflowVersion]:
+        return super().get_queryset(request).select_related("workflow")
+
 
 @admin.register(Workflow)
 class WorkflowAdmin(PlanAdmin[Workflow]):
@@ -1143,6 +1146,7 @@ class WorkflowAdmin(PlanAdmin[Workflow]):
 @admin.register(WorkflowVersion)
 class WorkflowVersionAdmin(ReadOnlyAdmin[WorkflowVersion]):
     list_display = ("workflow", "version", "created_at")
+    list_select_related = ("workflow",)
     list_filter = ("workflow",)
     search_fields = ("workflow__name",)
     ordering = ("workflow", "-version")

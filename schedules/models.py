@@ -566,4 +566,4 @@ class WorkflowVersion(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.workflow_id} v{self.version}"
+        return f"{self.workflow.name} v{self.version}"  # (lists select the workflow with it)

@@ -70,7 +70,8 @@ def test_editing_the_definition_makes_the_next_version_and_lists_both(admin_clie
     assert workflow.definition == definition(seconds=30)
     page = admin_client.get(path)
     versions = page.context["inline_admin_formsets"][0].formset.get_queryset()
-    assert [v.version for v in versions] == [2, 1]
+    assert [str(v) for v in versions] == ["nightly v2", "nightly v1"]
+    assert b"nightly v2" in page.content
     # A refused edit keeps the saved version.
     bad = definition()
     bad["States"]["Pause"]["Seconds"] = "soon"
