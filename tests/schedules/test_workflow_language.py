@@ -391,3 +391,32 @@ def test_definitions_are_plain_json():
 )
 def test_odd_shapes_are_refused_with_a_message_never_an_exception(odd):
     assert problems(odd)
+
+
+def test_the_shipped_seed_002_definition_is_accepted(settings):
+    """examples/workflows/database_migration.json, as docs/workflows.md shows it."""
+    from pathlib import Path
+
+    settings.SCHEDULES_HTTP_CHECK_ALLOWED_HOSTS = ["migrations.internal"]
+    path = Path(__file__).resolve().parents[2] / "examples/workflows/database_migration.json"
+    shipped = json.loads(path.read_text())
+    assert problems(shipped) == []
+    states = shipped["States"]
+    assert [name for name, s in states.items() if s["Type"] == "Task"] == [
+        "CheckVersions",
+        "DropConstraints",
+        "StartMigration",
+        "MigrationStatus",
+        "ApplyConstraints",
+    ]
+    # Its Choices read what http_request returns.
+    assert rule_matches(
+        states["InSync?"]["Choices"][0], {"CheckVersions": {"json": {"in_sync": True}}}
+    )
+    assert not rule_matches(
+        states["Stopped?"]["Choices"][0], {"MigrationStatus": {"json": {"status": "Running"}}}
+    )
+    # Off the allow-list, every request of it is refused, each naming its state.
+    settings.SCHEDULES_HTTP_CHECK_ALLOWED_HOSTS = []
+    refused = problems(shipped)
+    assert len(refused) == 5 and all("SCHEDULES_HTTP_CHECK_ALLOWED_HOSTS" in m for m in refused)

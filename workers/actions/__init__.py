@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from . import email, http_check, noop, recording  # noqa: F401  (registers the actions)
+from . import (  # noqa: F401  (registers the actions)
+    email,
+    http_check,
+    http_request,
+    noop,
+    recording,
+)
 from .base import (
     REGISTRY,
     Action,

@@ -58,16 +58,13 @@ def url_problem(url: str) -> str | None:
     return None
 
 
-class HttpCheckPayload(BaseModel):
-    """GET url (host listed in SCHEDULES_HTTP_CHECK_ALLOWED_HOSTS) until the JSON value at
-    field (dotted: job.state, items.0.state) is equals; a value in fail_on fails the job."""
+class HttpTarget(BaseModel):
+    """A URL whose host is listed in SCHEDULES_HTTP_CHECK_ALLOWED_HOSTS, and headers to send
+    (the SSRF guard shared by http_check and http_request)."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     url: str = Field(max_length=2000)
-    field: str = Field(min_length=1, max_length=200)
-    equals: JsonScalar
-    fail_on: list[JsonScalar] = Field(default_factory=list, max_length=MAX_FAIL_ON)
     headers: dict[str, str] = Field(default_factory=dict, max_length=MAX_HEADERS)
 
     @field_validator("url")
@@ -77,14 +74,6 @@ class HttpCheckPayload(BaseModel):
         problem = url_problem(value)
         if problem:
             raise ValueError(problem)
-        return value
-
-    @field_validator("field")
-    @classmethod
-    def _dotted_path(cls, value: str) -> str:
-        value = value.strip()
-        if not all(value.split(".")):
-            raise ValueError("use dot-separated keys such as job.state, with no empty part")
         return value
 
     @field_validator("headers")
@@ -99,6 +88,23 @@ class HttpCheckPayload(BaseModel):
                 raise ValueError("the Host header cannot be set; it comes from the url")
             if not all(c == "\t" or " " <= c <= "~" for c in text):
                 raise ValueError(f"header {name!r} must be printable ASCII")
+        return value
+
+
+class HttpCheckPayload(HttpTarget):
+    """GET url (host listed in SCHEDULES_HTTP_CHECK_ALLOWED_HOSTS) until the JSON value at
+    field (dotted: job.state, items.0.state) is equals; a value in fail_on fails the job."""
+
+    field: str = Field(min_length=1, max_length=200)
+    equals: JsonScalar
+    fail_on: list[JsonScalar] = Field(default_factory=list, max_length=MAX_FAIL_ON)
+
+    @field_validator("field")
+    @classmethod
+    def _dotted_path(cls, value: str) -> str:
+        value = value.strip()
+        if not all(value.split(".")):
+            raise ValueError("use dot-separated keys such as job.state, with no empty part")
         return value
 
     @model_validator(mode="after")
@@ -160,8 +166,11 @@ def _recordable(value: Any) -> Any:
     return value
 
 
-def _fetch(url: str, headers: dict[str, str]) -> tuple[int, bytes]:
-    """The status and body of a GET, or the error the worker should act on."""
+def _fetch(
+    url: str, headers: dict[str, str], *, method: str = "GET", json_body: Any = None
+) -> tuple[int, bytes]:
+    """The status and body of a request (a GET unless said), or the error the worker
+    should act on."""
     timeout = (
         settings.SCHEDULES_HTTP_CHECK_CONNECT_TIMEOUT,
         settings.SCHEDULES_HTTP_CHECK_READ_TIMEOUT,
@@ -171,8 +180,14 @@ def _fetch(url: str, headers: dict[str, str]) -> tuple[int, bytes]:
         session.trust_env = False  # no proxy, .netrc or CA bundle from the environment
         session.headers["Accept"] = "application/json"
         try:
-            with session.get(
-                url, headers=headers, timeout=timeout, allow_redirects=False, stream=True
+            with session.request(
+                method,
+                url,
+                headers=headers,
+                json=json_body,
+                timeout=timeout,
+                allow_redirects=False,
+                stream=True,
             ) as response:
                 status = response.status_code
                 if status == 429 or status >= 500:
