@@ -51,7 +51,7 @@ def url_problem(url: str) -> str | None:
     if not allowed:
         return (
             f"host {host!r} is not allowed: SCHEDULES_HTTP_CHECK_ALLOWED_HOSTS is empty, "
-            "so no URL may be checked"
+            "so no URL may be called"
         )
     if host not in {h.strip().strip("[]").lower() for h in allowed}:
         return f"host {host!r} is not in SCHEDULES_HTTP_CHECK_ALLOWED_HOSTS"
