@@ -56,6 +56,7 @@ from .models import Classroom, Job, PlanStatus, Run, Step, Workflow, WorkflowVer
 from .selectors import describe_schedule
 from .services.jobs import SCHEDULE_FIELDS
 from .services.transactions import Busy, run_retrying
+from .workflow_drawing import definition_svg
 
 M = TypeVar("M", bound=models.Model)
 
@@ -1133,14 +1134,19 @@ class WorkflowAdmin(PlanAdmin[Workflow]):
     inlines = (WorkflowVersionInline,)
     add_fieldsets = ((None, {"fields": ("name", "description", "definition")}),)
     fieldsets = (
-        (None, {"fields": ("name", "version", "description", "definition")}),
+        (None, {"fields": ("name", "version", "description", "drawing", "definition")}),
         ("Owner and timestamps", {"fields": ("owner", "created_at", "updated_at")}),
     )
     editable_fields = ("description", "definition")
-    fixed_fields = ("name", "version", "owner", "created_at", "updated_at")
+    fixed_fields = ("name", "version", "drawing", "owner", "created_at", "updated_at")
 
     def is_frozen(self, obj: Workflow) -> bool:
         return False  # a new version never changes an execution that runs
+
+    @admin.display(description="states")
+    def drawing(self, obj: Workflow) -> str:
+        """The saved version's states (a definition being edited is drawn once saved)."""
+        return definition_svg(obj.definition)
 
 
 @admin.register(WorkflowVersion)
@@ -1150,5 +1156,9 @@ class WorkflowVersionAdmin(ReadOnlyAdmin[WorkflowVersion]):
     list_filter = ("workflow",)
     search_fields = ("workflow__name",)
     ordering = ("workflow", "-version")
-    fields = ("workflow", "version", "definition", "created_at")
+    fields = ("workflow", "version", "drawing", "definition", "created_at")
     readonly_fields = fields
+
+    @admin.display(description="states")
+    def drawing(self, obj: WorkflowVersion) -> str:
+        return definition_svg(obj.definition)

@@ -72,6 +72,8 @@ def test_editing_the_definition_makes_the_next_version_and_lists_both(admin_clie
     versions = page.context["inline_admin_formsets"][0].formset.get_queryset()
     assert [str(v) for v in versions] == ["nightly v2", "nightly v1"]
     assert b"nightly v2" in page.content
+    assert page.content.count(b'<g class="state"') == 3  # the drawing of the saved version
+    assert b"Wait 30 s" in page.content
     # A refused edit keeps the saved version.
     bad = definition()
     bad["States"]["Pause"]["Seconds"] = "soon"

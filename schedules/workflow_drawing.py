@@ -1,0 +1,174 @@
+"""A drawing of a workflow's states, as SVG, for the admin.
+
+States are laid out in rows by their distance from StartAt (breadth first), each row
+in the order the states are first reached. An arrow that goes down the page is drawn
+straight; one that goes back up or across (a loop, through its Wait) goes round the
+right-hand side. Arrows out of a Choice are labelled with the rule's number or
+"Default", a catcher's with "catch". Every name is escaped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import SafeString
+
+BOX_W, BOX_H = 190, 46
+GAP_X, GAP_Y = 36, 54
+MARGIN = 20
+LANE = 26  # room on the right per arrow that goes back up
+COLOURS = {
+    "Task": ("#e8f1fa", "#417690"),
+    "Choice": ("#fdf3dc", "#b7791f"),
+    "Wait": ("#f0f0f0", "#666666"),
+    "Succeed": ("#e6f4ea", "#2e7d32"),
+    "Fail": ("#fdecea", "#ba2121"),
+}
+
+
+def _edges(name: str, state: Any, states: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """(target, label) of every arrow out of a state, in the order it reads them."""
+    if not isinstance(state, Mapping):
+        return []
+    found: list[tuple[Any, str]] = []
+    if "Next" in state:
+        found.append((state["Next"], ""))
+    choices = state.get("Choices")
+    for n, rule in enumerate(choices if isinstance(choices, list) else [], start=1):
+        if isinstance(rule, Mapping):
+            found.append((rule.get("Next"), str(n)))
+    if "Default" in state:
+        found.append((state["Default"], "Default"))
+    catch = state.get("Catch")
+    for catcher in catch if isinstance(catch, list) else []:
+        if isinstance(catcher, Mapping):
+            found.append((catcher.get("Next"), "catch"))
+    return [(t, label) for t, label in found if isinstance(t, str) and t in states]
+
+
+def _subtitle(state: Any) -> str:
+    if not isinstance(state, Mapping):
+        return ""
+    kind = state.get("Type", "")
+    if kind == "Task":
+        return f"Task: {state.get('Action', '')}"
+    if kind == "Wait":
+        if "Seconds" in state:
+            return f"Wait {state['Seconds']} s"
+        return f"Wait until {state.get('TimestampPath', '')}"
+    if kind == "Fail" and state.get("Error"):
+        return f"Fail: {state['Error']}"
+    return str(kind)
+
+
+def _short(text: str, limit: int = 26) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def definition_svg(definition: Any) -> SafeString:
+    """The drawing of a (checked) definition; an empty string for anything else."""
+    if not isinstance(definition, Mapping) or not isinstance(definition.get("States"), Mapping):
+        return SafeString("")
+    states: Mapping[str, Any] = definition["States"]
+    start = definition.get("StartAt")
+    order: list[str] = []
+    level: dict[str, int] = {}
+    todo: list[str] = []
+    if isinstance(start, str) and start in states:
+        todo.append(start)
+        level[start] = 0
+    while todo:
+        name = todo.pop(0)
+        order.append(name)
+        for target, _ in _edges(name, states[name], states):
+            if target not in level:
+                level[target] = level[name] + 1
+                todo.append(target)
+    for name in states:  # (a checked definition has every state reachable)
+        if name not in level:
+            level[name] = max(level.values(), default=-1) + 1
+            order.append(name)
+    rows: dict[int, list[str]] = {}
+    for name in order:
+        rows.setdefault(level[name], []).append(name)
+    width = max(len(row) for row in rows.values()) * (BOX_W + GAP_X) - GAP_X
+    place: dict[str, tuple[int, int]] = {}
+    for depth, row in rows.items():
+        row_width = len(row) * (BOX_W + GAP_X) - GAP_X
+        for i, name in enumerate(row):
+            x = MARGIN + (width - row_width) // 2 + i * (BOX_W + GAP_X)
+            place[name] = (x, MARGIN + depth * (BOX_H + GAP_Y))
+    arrows: list[SafeString] = []
+    lane = 0
+    for name in order:
+        x, y = place[name]
+        for target, label in _edges(name, states[name], states):
+            tx, ty = place[target]
+            if ty > y:  # down the page
+                x1, y1, x2, y2 = x + BOX_W // 2, y + BOX_H, tx + BOX_W // 2, ty
+                path = f"M{x1},{y1} L{x2},{y2}"
+                lx, ly = (x1 + x2) // 2 + 4, (y1 + y2) // 2
+            else:  # back up (a loop) or across: round the right-hand side
+                lane += 1
+                side = MARGIN + width + lane * LANE
+                y1, y2 = y + BOX_H // 2, ty + BOX_H // 2
+                path = f"M{x + BOX_W},{y1} C{side},{y1} {side},{y2} {tx + BOX_W},{y2}"
+                lx, ly = side - 4, (y1 + y2) // 2
+            arrows.append(
+                format_html(
+                    '<path class="edge" d="{}" fill="none" stroke="#555" '
+                    'stroke-width="1.5" marker-end="url(#arrow)"/>{}',
+                    path,
+                    format_html(
+                        '<text x="{}" y="{}" font-size="11" fill="#333">{}</text>', lx, ly, label
+                    )
+                    if label
+                    else "",
+                )
+            )
+    boxes = format_html_join(
+        "",
+        '<g class="state" data-type="{}"><title>{}</title>'
+        '<rect x="{}" y="{}" width="{}" height="{}" rx="6" fill="{}" stroke="{}" '
+        'stroke-width="{}"/>'
+        '<text x="{}" y="{}" font-size="13" font-weight="bold" fill="#222">{}</text>'
+        '<text x="{}" y="{}" font-size="11" fill="#555">{}</text></g>',
+        (
+            (
+                kind,
+                name,
+                x,
+                y,
+                BOX_W,
+                BOX_H,
+                *COLOURS.get(kind, ("#ffffff", "#999999")),
+                3 if name == start else 1,
+                x + 10,
+                y + 19,
+                _short(name),
+                x + 10,
+                y + 36,
+                _short(_subtitle(states[name]), 30),
+            )
+            for name in order
+            for x, y in [place[name]]
+            for kind in [states[name].get("Type", "") if isinstance(states[name], Mapping) else ""]
+        ),
+    )
+    total_w = MARGIN * 2 + width + (lane + 1) * LANE
+    total_h = MARGIN * 2 + (max(rows) + 1) * (BOX_H + GAP_Y) - GAP_Y
+    return format_html(
+        '<svg class="workflow-drawing" xmlns="http://www.w3.org/2000/svg" width="{}" '
+        'height="{}" viewBox="0 0 {} {}" role="img" aria-label="The states of the workflow">'
+        '<defs><marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="7" '
+        'markerHeight="7" orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" '
+        'fill="#555"/></marker></defs>{}{}</svg>',
+        total_w,
+        total_h,
+        total_w,
+        total_h,
+        format_html_join("", "{}", ((arrow,) for arrow in arrows)),
+        boxes,
+    )
