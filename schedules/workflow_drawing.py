@@ -15,6 +15,8 @@ from typing import Any
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
+from .workflow_language import transitions
+
 BOX_W, BOX_H = 190, 46
 GAP_X, GAP_Y = 36, 54
 MARGIN = 20
@@ -26,26 +28,6 @@ COLOURS = {
     "Succeed": ("#e6f4ea", "#2e7d32"),
     "Fail": ("#fdecea", "#ba2121"),
 }
-
-
-def _edges(name: str, state: Any, states: Mapping[str, Any]) -> list[tuple[str, str]]:
-    """(target, label) of every arrow out of a state, in the order it reads them."""
-    if not isinstance(state, Mapping):
-        return []
-    found: list[tuple[Any, str]] = []
-    if "Next" in state:
-        found.append((state["Next"], ""))
-    choices = state.get("Choices")
-    for n, rule in enumerate(choices if isinstance(choices, list) else [], start=1):
-        if isinstance(rule, Mapping):
-            found.append((rule.get("Next"), str(n)))
-    if "Default" in state:
-        found.append((state["Default"], "Default"))
-    catch = state.get("Catch")
-    for catcher in catch if isinstance(catch, list) else []:
-        if isinstance(catcher, Mapping):
-            found.append((catcher.get("Next"), "catch"))
-    return [(t, label) for t, label in found if isinstance(t, str) and t in states]
 
 
 def _subtitle(state: Any) -> str:
@@ -82,7 +64,7 @@ def definition_svg(definition: Any) -> SafeString:
     while todo:
         name = todo.pop(0)
         order.append(name)
-        for target, _ in _edges(name, states[name], states):
+        for target, _ in transitions(states[name], states):
             if target not in level:
                 level[target] = level[name] + 1
                 todo.append(target)
@@ -104,7 +86,7 @@ def definition_svg(definition: Any) -> SafeString:
     lane = 0
     for name in order:
         x, y = place[name]
-        for target, label in _edges(name, states[name], states):
+        for target, label in transitions(states[name], states):
             tx, ty = place[target]
             if ty > y:  # down the page
                 x1, y1, x2, y2 = x + BOX_W // 2, y + BOX_H, tx + BOX_W // 2, ty

@@ -74,6 +74,8 @@ CATCH_FIELDS = {"ErrorEquals", "Next"}
 #: Matches every error in ErrorEquals.
 ALL_ERRORS = "States.ALL"
 
+#: How a path is written, for the messages that refuse one.
+PATH_RULE = "a path ($, then .key or [index] parts)"
 PATH = re.compile(r"\$(?:\.[A-Za-z_][A-Za-z0-9_\-?]*|\[\d+\])*")
 PATH_PART = re.compile(r"\.([A-Za-z_][A-Za-z0-9_\-?]*)|\[(\d+)\]")
 
@@ -93,7 +95,7 @@ def is_path(value: Any) -> bool:
 def path_get(data: Any, path: str) -> Any:
     """The value at ``path`` in ``data``; ``PathMissing`` if there is none."""
     if not is_path(path):
-        raise ValueError(f"{path!r} is not a path ($, then .key or [index] parts)")
+        raise ValueError(f"{path!r} is not {PATH_RULE}")
     value = data
     walked = "$"
     for match in PATH_PART.finditer(path, 1):
@@ -272,18 +274,16 @@ class _Checker:
             self.add(f"{where}.Payload", "must be a JSON object")
             return
         self._check_payload(where, action, payload)
-        retry = state.get("Retry", [])
-        if not isinstance(retry, list):
-            self.add(f"{where}.Retry", "must be a list of retriers")
-        else:
-            for n, retrier in enumerate(retry):
-                self._check_retrier(f"{where}.Retry[{n}]", retrier)
-        catch = state.get("Catch", [])
-        if not isinstance(catch, list):
-            self.add(f"{where}.Catch", "must be a list of catchers")
-        else:
-            for n, catcher in enumerate(catch):
-                self._check_catcher(f"{where}.Catch[{n}]", catcher, states)
+        for key, what, check in (
+            ("Retry", "retriers", self._check_retrier),
+            ("Catch", "catchers", self._check_catcher),
+        ):
+            items = state.get(key, [])
+            if not isinstance(items, list):
+                self.add(f"{where}.{key}", f"must be a list of {what}")
+                continue
+            for n, item in enumerate(items):
+                check(f"{where}.{key}[{n}]", item, states)
 
     def _check_payload(self, where: str, action: str, payload: Mapping[str, Any]) -> None:
         """A payload without paths is checked by the action's schema as it is; one with
@@ -294,7 +294,7 @@ class _Checker:
             if not is_path(path):
                 self.add(
                     f"{where}.Payload.{key}",
-                    f"must be a path ($, then .key or [index] parts), not {path!r}",
+                    f"must be {PATH_RULE}, not {path!r}",
                 )
         if not references:
             errors = Errors()
@@ -327,7 +327,7 @@ class _Checker:
                 f"must be a list of error names ({ALL_ERRORS} matches every error)",
             )
 
-    def _check_retrier(self, where: str, retrier: Any) -> None:
+    def _check_retrier(self, where: str, retrier: Any, states: Any) -> None:
         if not isinstance(retrier, Mapping):
             self.add(where, "must be an object")
             return
@@ -413,7 +413,7 @@ class _Checker:
             allowed = ", ".join(["Variable", "And", "Or", "Not", *COMPARISONS])
             self.add(f"{where}.{key}", f"unknown field (allowed: {allowed})")
         if not is_path(body.get("Variable")):
-            self.add(f"{where}.Variable", "required: a path ($, then .key or [index] parts)")
+            self.add(f"{where}.Variable", f"required: {PATH_RULE}")
         if len(operators) != 1:
             self.add(
                 where,
@@ -437,7 +437,7 @@ class _Checker:
         elif has_seconds:
             self._check_number(f"{where}.Seconds", state["Seconds"], 0, MAX_WAIT_SECONDS)
         elif not is_path(state["TimestampPath"]):
-            self.add(f"{where}.TimestampPath", "must be a path ($, then .key or [index] parts)")
+            self.add(f"{where}.TimestampPath", f"must be {PATH_RULE}")
 
     def _check_succeed(self, where: str, state: Mapping[str, Any], states: Any) -> None:
         pass  # nothing beyond its fields
@@ -450,7 +450,10 @@ class _Checker:
 
     def _check_graph(self, start: str, states: Mapping[str, Any]) -> None:
         """Every state reachable from StartAt; no loop without a Wait in it."""
-        edges = {name: list(_targets(state, states)) for name, state in states.items()}
+        edges = {
+            name: [target for target, _ in transitions(state, states)]
+            for name, state in states.items()
+        }
         seen = {start}
         todo = [start]
         while todo:
@@ -478,19 +481,26 @@ def _references(payload: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[
             yield from _references(value, f"{prefix}{key}.")
 
 
-def _targets(state: Any, states: Mapping[str, Any]) -> Iterator[str]:
-    """The states a state can go to (only names that exist)."""
+def transitions(state: Any, states: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """``(target, label)`` of every way out of a state, in the order it reads them: its
+    ``Next`` (label ""), each rule of ``Choices`` (its number), ``Default`` and each
+    catcher (``catch``). Only names that exist are kept."""
     if not isinstance(state, Mapping):
-        return
-    found = [state.get("Next"), state.get("Default")]
-    for key in ("Choices", "Catch"):
-        items = state.get(key)
-        for item in items if isinstance(items, list) else []:
-            if isinstance(item, Mapping):
-                found.append(item.get("Next"))
-    for target in found:
-        if isinstance(target, str) and target in states:
-            yield target
+        return []
+    found: list[tuple[Any, str]] = []
+    if "Next" in state:
+        found.append((state["Next"], ""))
+    choices = state.get("Choices")
+    for n, rule in enumerate(choices if isinstance(choices, list) else [], start=1):
+        if isinstance(rule, Mapping):
+            found.append((rule.get("Next"), str(n)))
+    if "Default" in state:
+        found.append((state["Default"], "Default"))
+    catch = state.get("Catch")
+    for catcher in catch if isinstance(catch, list) else []:
+        if isinstance(catcher, Mapping):
+            found.append((catcher.get("Next"), "catch"))
+    return [(t, label) for t, label in found if isinstance(t, str) and t in states]
 
 
 def _loop_without_wait(edges: dict[str, list[str]], states: Mapping[str, Any]) -> list[str]:
