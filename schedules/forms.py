@@ -320,6 +320,10 @@ class ServiceModelForm(_ModelFormBase[M]):
     def _changed(self, name: str) -> bool:
         return name in self.fields and name in self.changed_data
 
+    def _changes(self, names: tuple[str, ...]) -> dict[str, Any]:
+        """The cleaned values of the fields among ``names`` that the user changed."""
+        return {name: self.cleaned_data[name] for name in names if self._changed(name)}
+
 
 def _combined(errors: list[ValidationError]) -> ValidationError:
     by_field: dict[str, list[ValidationError]] = {}
@@ -440,7 +444,7 @@ class JobChangeForm(ServiceModelForm[Job]):
         job = self.instance
         data = self.cleaned_data
         errors: list[ValidationError] = []
-        schedule = {name: data[name] for name in SCHEDULE_FIELDS if self._changed(name)}
+        schedule = self._changes(SCHEDULE_FIELDS)
         if schedule or any(
             self._changed(n) for n in ("name", "payload", "max_attempts", "precision")
         ):
@@ -541,7 +545,7 @@ class ClassroomChangeForm(ServiceModelForm[Classroom]):
 
     def call_service(self) -> Classroom:
         fields = ("title", "recording_service_ref", "start", "end", "live_ping_interval")
-        changes = {name: self.cleaned_data[name] for name in fields if self._changed(name)}
+        changes = self._changes(fields)
         if not changes:
             return self.instance
         return services.classroom_update(classroom=self.instance, **changes)
@@ -590,11 +594,7 @@ class WorkflowChangeForm(ServiceModelForm[Workflow]):
         fields = ("description", "definition")
 
     def call_service(self) -> Workflow:
-        changes = {
-            name: self.cleaned_data[name]
-            for name in ("description", "definition")
-            if self._changed(name)
-        }
+        changes = self._changes(("description", "definition"))
         if not changes:
             return self.instance
         return services.workflow_update(workflow=self.instance, **changes)
