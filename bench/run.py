@@ -692,7 +692,7 @@ def _run_case(case: str, cfg: Config, data_dir: Path, servers: CaseServers) -> d
             )
 
         known: dict[int, dt.datetime] = {}
-        read_up_to = [0]  # the highest step id the last read saw
+        read_up_to = 0  # the highest step id the last read saw
 
         def due_steps(*, full: bool = False) -> dict[int, dt.datetime]:
             """The due steps so far. Read while the case runs (churn, recurring): only the
@@ -700,16 +700,17 @@ def _run_case(case: str, cfg: Config, data_dir: Path, servers: CaseServers) -> d
             small next to the product's work (reading them all joined to their jobs' names
             took 40-60 ms of the database server every half second). An id taken before
             another but committed after it is seen by the ``full`` read of the analysis."""
-            if full or not read_up_to[0]:  # before the window, and for the analysis
-                read_up_to[0] = Step.objects.order_by("-pk").values_list("pk", flat=True)[0]
+            nonlocal read_up_to
+            if full or not read_up_to:  # before the window, and for the analysis
+                read_up_to = Step.objects.order_by("-pk").values_list("pk", flat=True)[0]
                 known.update(Step.objects.filter(job__name="due").values_list("pk", "due_at"))
                 return dict(known)
             # Two reads by key (a join on the name would read every job for a hash).
             steps = list(
-                Step.objects.filter(pk__gt=read_up_to[0]).values_list("pk", "due_at", "job_id")
+                Step.objects.filter(pk__gt=read_up_to).values_list("pk", "due_at", "job_id")
             )
             if steps:
-                read_up_to[0] = max(pk for pk, _, _ in steps)
+                read_up_to = max(pk for pk, _, _ in steps)
                 jobs = {job_id for _, _, job_id in steps}
                 due_jobs = set(
                     Job.objects.filter(pk__in=jobs, name="due").values_list("pk", flat=True)

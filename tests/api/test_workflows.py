@@ -2,24 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 
 from schedules.models import Workflow, WorkflowVersion
+from tests.schedules.test_services_workflows import definition
 
 pytestmark = pytest.mark.django_db
-
-
-def definition(seconds: int = 1) -> dict[str, Any]:
-    return {
-        "StartAt": "Ping",
-        "States": {
-            "Ping": {"Type": "Task", "Action": "noop", "Next": "Pause"},
-            "Pause": {"Type": "Wait", "Seconds": seconds, "Next": "Done"},
-            "Done": {"Type": "Succeed"},
-        },
-    }
 
 
 def test_create_read_update_a_workflow(api, alice):

@@ -4,7 +4,6 @@ every version listed."""
 from __future__ import annotations
 
 import json
-from typing import Any
 
 import pytest
 from django.urls import reverse
@@ -12,19 +11,9 @@ from django.urls import reverse
 from schedules import services
 from schedules.models import Workflow, WorkflowVersion
 from tests.schedules.test_admin import form_errors, post_form
+from tests.schedules.test_services_workflows import definition
 
 pytestmark = pytest.mark.django_db
-
-
-def definition(seconds: int = 1) -> dict[str, Any]:
-    return {
-        "StartAt": "Ping",
-        "States": {
-            "Ping": {"Type": "Task", "Action": "noop", "Next": "Pause"},
-            "Pause": {"Type": "Wait", "Seconds": seconds, "Next": "Done"},
-            "Done": {"Type": "Succeed"},
-        },
-    }
 
 
 def test_adding_a_workflow_saves_version_one_owned_by_the_admin(admin_client, admin_user):

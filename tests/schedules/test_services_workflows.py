@@ -15,6 +15,7 @@ pytestmark = pytest.mark.django_db
 
 
 def definition(seconds: int = 1) -> dict[str, Any]:
+    """A small valid definition (also used by the admin's and the API's tests)."""
     return {
         "StartAt": "Ping",
         "States": {
