@@ -8,7 +8,7 @@ class SchedulesConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from . import checks  # noqa: F401  (registers system checks)
+        from . import checks, workflow_actions  # noqa: F401  (system checks, an action)
         from .models import Step
         from .signals import step_deleted, step_saved
 

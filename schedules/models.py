@@ -293,10 +293,28 @@ class Step(models.Model):
         related_name="steps",
         db_index=False,
     )
+    execution = models.ForeignKey(
+        "Execution",
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="steps",
+        db_index=False,  # the partial index step_execution below: only workflow steps
+    )
     action = models.CharField(max_length=64)
+    state_name = models.CharField(
+        max_length=80, blank=True, help_text="A workflow step's state (a Task or a Wait)."
+    )
+    payload = models.JSONField(
+        null=True,
+        blank=True,
+        help_text="A workflow Task's payload, rendered from the execution's data when the "
+        "state was entered (a job's steps read their job's payload).",
+    )
     sequence = models.PositiveIntegerField(
         default=0,
-        help_text="Order of the step within its classroom (ping number) or job (occurrence).",
+        help_text="Order of the step within its classroom (ping number), job (occurrence) "
+        "or execution (state entered).",
     )
     poll_number = models.PositiveIntegerField(
         default=0, help_text="A polling job's check number within its occurrence (0: the first)."
@@ -363,6 +381,11 @@ class Step(models.Model):
                 name="step_classroom",
                 condition=Q(classroom__isnull=False),
             ),
+            models.Index(
+                fields=["execution", "sequence"],
+                name="step_execution",
+                condition=Q(execution__isnull=False),
+            ),
             # The recovery pass: leases that lapsed. Only held steps are in it (a comparison
             # on lease_until implies its condition, so SQLite uses it with bound values too).
             models.Index(
@@ -377,8 +400,11 @@ class Step(models.Model):
         ]
         constraints = [
             models.CheckConstraint(
-                condition=(Q(job__isnull=False) & Q(classroom__isnull=True))
-                | (Q(job__isnull=True) & Q(classroom__isnull=False)),
+                condition=(
+                    Q(job__isnull=False) & Q(classroom__isnull=True) & Q(execution__isnull=True)
+                )
+                | (Q(job__isnull=True) & Q(classroom__isnull=False) & Q(execution__isnull=True))
+                | (Q(job__isnull=True) & Q(classroom__isnull=True) & Q(execution__isnull=False)),
                 name="step_has_one_owner",
             ),
             models.CheckConstraint(condition=Q(version__gte=1), name="step_version_gte_1"),
@@ -395,7 +421,11 @@ class Step(models.Model):
 
     @property
     def owner_label(self) -> str:
-        return f"job {self.job_id}" if self.job_id else f"classroom {self.classroom_id}"
+        if self.job_id:
+            return f"job {self.job_id}"
+        if self.execution_id:
+            return f"execution {self.execution_id}"
+        return f"classroom {self.classroom_id}"
 
 
 class RunStatus(models.TextChoices):
@@ -429,6 +459,14 @@ class Run(models.Model):
         related_name="runs",
         db_index=False,  # the partial index run_classroom below: only classroom runs
     )
+    execution = models.ForeignKey(
+        "Execution",
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="runs",
+        db_index=False,  # the partial index run_execution below: only workflow runs
+    )
     action = models.CharField(max_length=64)
     engine = models.CharField(max_length=32, blank=True, help_text="Engine that released it.")
     version = models.PositiveIntegerField()
@@ -461,6 +499,9 @@ class Run(models.Model):
             models.Index(fields=["job", "started_at"], name="run_job_started"),
             models.Index(
                 fields=["classroom"], name="run_classroom", condition=Q(classroom__isnull=False)
+            ),
+            models.Index(
+                fields=["execution"], name="run_execution", condition=Q(execution__isnull=False)
             ),
         ]
 
@@ -527,6 +568,28 @@ class Workflow(models.Model):
     version = models.PositiveIntegerField(
         default=1, help_text="Goes up by one each time the definition changes."
     )
+    precision = models.CharField(
+        max_length=16,
+        choices=Precision.choices,
+        default=Precision.PRECISE,
+        help_text="The precision of its steps (Tasks and Waits): it chooses their engine.",
+    )
+    overlap_policy = models.CharField(
+        max_length=8,
+        choices=OverlapPolicy.choices,
+        default=OverlapPolicy.SKIP,
+        help_text="A start while an execution of this workflow is still running: skip it "
+        "(refused, or skipped when its rule starts it), or run it alongside.",
+    )
+    schedule = models.OneToOneField(
+        Job,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="scheduled_workflow",
+        help_text="The recurring job that starts this workflow by its rule (action "
+        "workflow_start), if it has one.",
+    )
     owner = models.ForeignKey(
         settings.AUTH_USER_MODEL,
         null=True,
@@ -567,3 +630,105 @@ class WorkflowVersion(models.Model):
 
     def __str__(self) -> str:
         return f"{self.workflow.name} v{self.version}"  # (lists select the workflow with it)
+
+
+class ExecutionStatus(models.TextChoices):
+    RUNNING = "running", "Running"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+class Execution(models.Model):
+    """One run of a workflow's definition, at the version it started with.
+
+    Each Task and Wait it enters is a step (``Step.execution``), released by an engine
+    and run by the worker like any other; the record of a step's outcome moves the
+    execution on, in the same transaction (schedules/services/executions.py).
+    """
+
+    workflow = models.ForeignKey(
+        Workflow,
+        on_delete=models.CASCADE,
+        related_name="executions",
+        db_index=False,  # the (workflow, status) index below serves it
+    )
+    version = models.ForeignKey(
+        WorkflowVersion,
+        on_delete=models.PROTECT,
+        related_name="executions",
+        help_text="The definition this execution runs (saving a new one does not change it).",
+    )
+    start_key = models.CharField(
+        max_length=255,
+        blank=True,
+        help_text="Starting again with the same key returns this execution instead of "
+        "starting another.",
+    )
+    status = models.CharField(
+        max_length=16, choices=ExecutionStatus.choices, default=ExecutionStatus.RUNNING
+    )
+    state_name = models.CharField(
+        max_length=80, blank=True, help_text="The state it is in, or the one it ended in."
+    )
+    input = models.JSONField(default=dict, blank=True, help_text="The data it started with.")
+    data = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="The input, and each Task's result under the Task's name.",
+    )
+    history = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="The states entered, in order, with when and by which way out of the "
+        "state before (the latest 1,000).",
+    )
+    transitions = models.PositiveIntegerField(
+        default=0, help_text="States entered so far (the history keeps the latest 1,000)."
+    )
+    error = models.CharField(max_length=256, blank=True)
+    cause = models.TextField(blank=True)
+    started_by = models.ForeignKey(
+        Job,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="started_executions",
+        db_index=False,  # partial index execution_job below
+        help_text="The job whose occurrence started it (the workflow's rule), if any.",
+    )
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="workflow_executions",
+        db_index=False,  # partial index execution_owner below
+    )
+    started_at = models.DateTimeField()
+    finished_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-started_at"]
+        indexes = [
+            models.Index(fields=["workflow", "status"], name="execution_workflow_status"),
+            models.Index(fields=["status", "started_at"], name="execution_status_started"),
+            models.Index(fields=["started_at"], name="execution_started"),
+            models.Index(
+                fields=["owner"], name="execution_owner", condition=Q(owner__isnull=False)
+            ),
+            models.Index(
+                fields=["started_by"], name="execution_job", condition=Q(started_by__isnull=False)
+            ),
+        ]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["workflow", "start_key"],
+                condition=~Q(start_key=""),
+                name="execution_start_key_unique",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"execution {self.pk} of workflow {self.workflow_id}"

@@ -15,6 +15,7 @@ from workers.actions import REGISTRY
 from ..models import (
     RECURRING_SCHEDULE_TYPES,
     Classroom,
+    Execution,
     Job,
     MissedPolicy,
     OverlapPolicy,
@@ -339,7 +340,34 @@ class ClassroomDetailSerializer(ClassroomSerializer):
         read_only_fields = fields
 
 
+class WorkflowRuleSerializer(serializers.ModelSerializer[Job]):
+    """A workflow's rule: the recurring job that starts it (see /api/jobs/{id}/)."""
+
+    next_start = serializers.DateTimeField(source="due_at", read_only=True)
+
+    class Meta:
+        model = Job
+        fields = [
+            "id",
+            "status",
+            "schedule_type",
+            "rate_every",
+            "rate_unit",
+            "cron",
+            "time_zone",
+            "starts_at",
+            "ends_at",
+            "max_runs",
+            "run_count",
+            "missed_policy",
+            "next_start",
+        ]
+        read_only_fields = fields
+
+
 class WorkflowSerializer(serializers.ModelSerializer[Workflow]):
+    schedule = WorkflowRuleSerializer(read_only=True, allow_null=True)
+
     class Meta:
         model = Workflow
         fields = [
@@ -348,6 +376,9 @@ class WorkflowSerializer(serializers.ModelSerializer[Workflow]):
             "description",
             "version",
             "definition",
+            "precision",
+            "overlap_policy",
+            "schedule",
             "owner",
             "created_at",
             "updated_at",
@@ -370,6 +401,12 @@ class WorkflowCreateSerializer(serializers.Serializer[Any]):
         help_text="StartAt and States in the workflow language (docs/workflows.md); every "
         "error names the state and the field."
     )
+    precision = serializers.ChoiceField(
+        choices=Precision.choices, required=False, default=Precision.PRECISE
+    )
+    overlap_policy = serializers.ChoiceField(
+        choices=OverlapPolicy.choices, required=False, default=OverlapPolicy.SKIP
+    )
 
 
 class WorkflowUpdateSerializer(serializers.Serializer[Any]):
@@ -377,3 +414,84 @@ class WorkflowUpdateSerializer(serializers.Serializer[Any]):
     definition = serializers.JSONField(
         required=False, help_text="A changed definition is saved as the next version."
     )
+    precision = serializers.ChoiceField(choices=Precision.choices, required=False)
+    overlap_policy = serializers.ChoiceField(choices=OverlapPolicy.choices, required=False)
+
+
+class WorkflowScheduleSerializer(serializers.Serializer[Any]):
+    """A workflow's rule, as a recurring job's (docs/api.md)."""
+
+    schedule_type = serializers.ChoiceField(choices=RECURRING_SCHEDULE_TYPES)
+    rate_every = serializers.IntegerField(required=False, allow_null=True)
+    rate_unit = serializers.ChoiceField(choices=RateUnit.choices, required=False)
+    cron = serializers.CharField(required=False, allow_blank=True)
+    time_zone = serializers.CharField(required=False, default="UTC")
+    starts_at = AwareDateTimeField(required=False, allow_null=True)
+    ends_at = AwareDateTimeField(required=False, allow_null=True)
+    max_runs = serializers.IntegerField(required=False, allow_null=True)
+    missed_policy = serializers.ChoiceField(choices=MissedPolicy.choices, required=False)
+    input = serializers.JSONField(required=False, help_text="The data each execution starts with.")
+
+
+class ExecutionStartSerializer(serializers.Serializer[Any]):
+    input = serializers.JSONField(
+        required=False, default=dict, help_text="The data the execution starts with (an object)."
+    )
+    start_key = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        default="",
+        max_length=255,
+        help_text="Starting again with the same key returns the same execution (200).",
+    )
+
+
+class ExecutionSerializer(serializers.ModelSerializer[Execution]):
+    workflow_name = serializers.CharField(source="workflow.name", read_only=True)
+    version = serializers.IntegerField(source="version.version", read_only=True)
+
+    class Meta:
+        model = Execution
+        fields = [
+            "id",
+            "workflow",
+            "workflow_name",
+            "version",
+            "start_key",
+            "status",
+            "state_name",
+            "error",
+            "cause",
+            "started_by",
+            "owner",
+            "started_at",
+            "finished_at",
+            "transitions",
+        ]
+        read_only_fields = fields
+
+
+class ExecutionStepSerializer(serializers.ModelSerializer[Step]):
+    class Meta:
+        model = Step
+        fields = ["id", "state_name", "action", "due_at", "state", "version", "attempts", "engine"]
+        read_only_fields = fields
+
+
+class ExecutionDetailSerializer(ExecutionSerializer):
+    steps = serializers.SerializerMethodField()
+    runs = serializers.SerializerMethodField()
+
+    class Meta(ExecutionSerializer.Meta):
+        fields = [*ExecutionSerializer.Meta.fields, "input", "data", "history", "steps", "runs"]
+        read_only_fields = fields
+
+    @extend_schema_field(ExecutionStepSerializer(many=True))
+    def get_steps(self, execution: Execution) -> Any:
+        steps = execution.steps.order_by("-sequence")[:DETAIL_ROWS]
+        return ExecutionStepSerializer(steps, many=True).data
+
+    @extend_schema_field(RunSerializer(many=True))
+    def get_runs(self, execution: Execution) -> Any:
+        runs = execution.runs.order_by("-started_at")[:DETAIL_ROWS]
+        return RunSerializer(runs, many=True).data

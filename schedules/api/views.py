@@ -17,7 +17,18 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from .. import services
-from ..models import Classroom, Job, PlanStatus, Run, RunStatus, ScheduleType, Workflow
+from ..models import (
+    Classroom,
+    Execution,
+    ExecutionStatus,
+    Job,
+    PlanStatus,
+    Run,
+    RunStatus,
+    ScheduleType,
+    Workflow,
+)
+from ..services.executions import OverlapRefused
 from . import serializers as s
 from .idempotency import header_parameter, idempotent
 from .users import request_user
@@ -245,7 +256,8 @@ class RunViewSet(viewsets.ReadOnlyModelViewSet[Run], OwnedViewSet):
     serializer_class = s.RunSerializer
 
     def owner_filter(self) -> Q:
-        return Q(job__owner=self.request.user) | Q(classroom__owner=self.request.user)
+        user = self.request.user
+        return Q(job__owner=user) | Q(classroom__owner=user) | Q(execution__owner=user)
 
 
 @extend_schema_view(
@@ -291,3 +303,93 @@ class WorkflowViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, OwnedVie
         data = self.valid_data(s.WorkflowUpdateSerializer, request.data)
         workflow = services.workflow_update(workflow=workflow, **data)
         return Response(s.WorkflowSerializer(workflow).data)
+
+    @extend_schema(
+        summary="Start an execution (201); with a start_key or an Idempotency-Key already "
+        "used, the execution it started (200); 409 while one runs and overlap is skip",
+        request=s.ExecutionStartSerializer,
+        responses={201: s.ExecutionDetailSerializer, 200: s.ExecutionDetailSerializer},
+        parameters=[header_parameter()],
+    )
+    @action(detail=True, methods=["post"])
+    def start(self, request: Request, pk: str | None = None) -> Response:
+        workflow = self.get_object_to_change()
+
+        def do() -> Response:
+            data = self.valid_data(s.ExecutionStartSerializer, request.data)
+            try:
+                started = services.execution_start(
+                    workflow=workflow, owner=request_user(request), **data
+                )
+            except OverlapRefused as exc:
+                return Response(exc.message_dict, status=status.HTTP_409_CONFLICT)
+            code = status.HTTP_201_CREATED if started.created else status.HTTP_200_OK
+            return Response(s.ExecutionDetailSerializer(started.execution).data, status=code)
+
+        return idempotent(request, do)
+
+    @extend_schema(
+        summary="Set the workflow's rule (rate or cron, as a recurring job's; replaces the "
+        "rule it had), or remove it (DELETE)",
+        request=s.WorkflowScheduleSerializer,
+        responses={200: s.WorkflowSerializer},
+    )
+    @action(detail=True, methods=["post", "delete"])
+    def schedule(self, request: Request, pk: str | None = None) -> Response:
+        workflow = self.get_object_to_change()
+        if request.method == "DELETE":
+            workflow = services.workflow_unschedule(workflow=workflow)
+        else:
+            data = self.valid_data(s.WorkflowScheduleSerializer, request.data)
+            services.workflow_schedule(workflow=workflow, **data)
+        workflow.refresh_from_db()
+        return Response(s.WorkflowSerializer(workflow).data)
+
+
+class ExecutionFilter(django_filters.FilterSet):
+    workflow = django_filters.CharFilter(
+        field_name="workflow__name", help_text="The workflow's name."
+    )
+    status = django_filters.ChoiceFilter(choices=ExecutionStatus.choices)
+
+    class Meta:
+        model = Execution
+        fields = ["workflow", "status"]
+
+
+@extend_schema_view(
+    list=extend_schema(
+        summary="List executions (newest first, cursor pages; filter by workflow, status)"
+    ),
+    retrieve=extend_schema(
+        summary="An execution with its data, its state history, its steps and runs"
+    ),
+)
+class ExecutionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, OwnedViewSet):
+    queryset = Execution.objects.select_related("workflow", "version")
+    model = Execution
+    filterset_class = ExecutionFilter
+    serializer_class = s.ExecutionSerializer
+
+    def owner_filter(self) -> Q:
+        user = self.request.user
+        return Q(owner=user) | Q(workflow__owner=user)
+
+    def get_serializer_class(self) -> Any:
+        return s.ExecutionDetailSerializer if self.action != "list" else s.ExecutionSerializer
+
+    def get_queryset(self) -> QuerySet[Any]:
+        queryset = super().get_queryset().select_related("workflow", "version")
+        if self.action == "list":
+            return queryset.defer("input", "data", "history", "version__definition")
+        return queryset
+
+    @extend_schema(
+        summary="Cancel a running execution: its pending step never runs, nor any later state",
+        request=None,
+        responses={200: s.ExecutionDetailSerializer},
+    )
+    @action(detail=True, methods=["post"])
+    def cancel(self, request: Request, pk: str | None = None) -> Response:
+        execution = services.execution_cancel(execution=self.get_object_to_change())
+        return Response(s.ExecutionDetailSerializer(execution).data)

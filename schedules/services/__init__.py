@@ -21,6 +21,7 @@ from .dispatch import (
     steps_waiting_report,
 )
 from .execution import retry_delay, step_execute, steps_execute
+from .executions import execution_cancel, execution_start
 from .jobs import (
     email_schedule,
     job_cancel,
@@ -41,7 +42,13 @@ from .sync import (
     timer_for,
 )
 from .transactions import Busy, run_retrying
-from .workflows import workflow_create, workflow_update, workflow_validate
+from .workflows import (
+    workflow_create,
+    workflow_schedule,
+    workflow_unschedule,
+    workflow_update,
+    workflow_validate,
+)
 
 __all__ = [
     "Busy",
@@ -55,6 +62,8 @@ __all__ = [
     "classroom_update",
     "classroom_validate",
     "email_schedule",
+    "execution_cancel",
+    "execution_start",
     "idempotency_purge_expired",
     "job_cancel",
     "job_reschedule",
@@ -85,6 +94,8 @@ __all__ = [
     "steps_waiting_report",
     "timer_for",
     "workflow_create",
+    "workflow_schedule",
+    "workflow_unschedule",
     "workflow_update",
     "workflow_validate",
 ]

@@ -40,6 +40,7 @@ from workers.actions.base import UnknownAction
 from ..models import (
     PENDING_STATES,
     Classroom,
+    Execution,
     Job,
     PlanStatus,
     Run,
@@ -47,7 +48,7 @@ from ..models import (
     Step,
     StepState,
 )
-from . import plans
+from . import executions, plans
 from .leases import LeaseKeeper, locked_in_order, placeholders, process_name
 from .rows import JobPlan, from_db_datetime, job_plan_lock, json_from_db, to_db
 from .sync import steps_sync_on_commit
@@ -60,7 +61,7 @@ RUN_TABLE = Run._meta.db_table
 CLASSROOM_TABLE = Classroom._meta.db_table
 STEP_COLUMNS = (
     "id, job_id, classroom_id, action, due_at, version, state, lease_until, attempts, "
-    "max_attempts, engine, sequence, poll_number, recurring, holder"
+    "max_attempts, engine, sequence, poll_number, recurring, holder, execution_id, state_name"
 )
 #: Classroom actions whose outcome changes the classroom's status.
 RECORDING_ACTIONS = ("start_recording", "stop_recording")
@@ -68,7 +69,7 @@ RECORDING_ACTIONS = ("start_recording", "stop_recording")
 T = TypeVar("T")
 RUN_COLUMNS = (
     "step_id, job_id, classroom_id, action, engine, version, attempt, status, due_at, "
-    "started_at, error, uncertain, note, worker"
+    "started_at, error, uncertain, note, worker, execution_id"
 )
 
 
@@ -91,6 +92,8 @@ class StepRow:
     poll_number: int = 0
     recurring: bool = False
     holder: str = ""
+    execution_id: int | None = None
+    state_name: str = ""
 
 
 @dataclass
@@ -145,6 +148,8 @@ def _step_row(row: Sequence[Any]) -> StepRow:
         poll_number=row[12],
         recurring=bool(row[13]),
         holder=row[14],
+        execution_id=row[15],
+        state_name=row[16],
     )
 
 
@@ -178,6 +183,7 @@ def _record_skip(step: StepRow, version: int, reason: str, worker: str) -> Run:
         step_id=step.pk,
         job_id=step.job_id,
         classroom_id=step.classroom_id,
+        execution_id=step.execution_id,
         action=step.action,
         engine=step.engine,
         version=version,
@@ -320,6 +326,7 @@ def _opened_run(
         step_id=step.pk,
         job_id=step.job_id,
         classroom_id=step.classroom_id,
+        execution_id=step.execution_id,
         action=step.action,
         engine=step.engine,
         version=version,
@@ -363,6 +370,7 @@ def _run_values(run: Run) -> list[Any]:
         run.uncertain,
         run.note,
         run.worker,
+        run.execution_id,
     ]
 
 
@@ -385,8 +393,13 @@ def _has_side_effects(action: str) -> bool:
 
 
 def _payload_for(step: StepRow) -> dict[str, Any]:
-    """The action's arguments, read now from the database (the source of truth)."""
+    """The action's arguments, read now from the database (the source of truth): a
+    workflow step's own (rendered when its state was entered), or its job's."""
     with connection.cursor() as cursor:
+        if step.execution_id:
+            cursor.execute(f"SELECT payload FROM {STEP_TABLE} WHERE id = %s", [step.pk])
+            (raw,) = cursor.fetchone()
+            return json_from_db(raw) if raw is not None else {}
         if step.job_id:
             cursor.execute(f"SELECT payload FROM {JOB_TABLE} WHERE id = %s", [step.job_id])
             (raw,) = cursor.fetchone()
@@ -416,6 +429,7 @@ def _run_action(
         due_at=step.due_at,
         job_id=step.job_id,
         classroom_id=step.classroom_id,
+        execution_id=step.execution_id,
         uncertain=run.uncertain,
     )
     started = timezone.now()
@@ -502,11 +516,14 @@ def _lock_rows(table: str, ids: Sequence[int]) -> None:
         cursor.execute(sql, list(ids))
 
 
-def _lock_owner_to_settle(step: StepRow, outcome: Outcome) -> JobPlan | None:
-    """The record's first lock, the step's owner (the lock order). A recurring job, or a
-    polling job whose check was not done, is read with its plan (what it does next); any
-    other job, or a classroom whose status a recording step's outcome changes, is only
-    locked (a ping changes nothing of its classroom)."""
+def _lock_owner_to_settle(step: StepRow, outcome: Outcome) -> JobPlan | Execution | None:
+    """The record's first lock, the step's owner (the lock order). A workflow's step
+    reads its execution (what it does next); a recurring job, or a polling job whose
+    check was not done, is read with its plan; any other job, or a classroom whose
+    status a recording step's outcome changes, is only locked (a ping changes nothing
+    of its classroom)."""
+    if step.execution_id is not None:
+        return executions.execution_lock(step.execution_id)
     if step.job_id is not None:
         if step.recurring or outcome.status == RunStatus.NOT_DONE:
             return job_plan_lock(step.job_id)
@@ -559,10 +576,18 @@ def _finish(step: StepRow, run: Run, action_outcome: Outcome, started: dt.dateti
     outcome = dataclasses.replace(action_outcome)
     now = timezone.now()
     with transaction.atomic():
-        plan = _lock_owner_to_settle(step, outcome)
-        if outcome.status == RunStatus.RETRYING and run.attempt >= step.max_attempts:
-            outcome.status = RunStatus.FAILED
-            outcome.note = f"gave up after {run.attempt} attempts"
+        owner = _lock_owner_to_settle(step, outcome)
+        plan = owner if isinstance(owner, JobPlan) else None
+        execution = owner if isinstance(owner, Execution) else None
+        if execution is not None and outcome.status == RunStatus.NOT_DONE:
+            outcome.status = RunStatus.SUCCEEDED  # a workflow polls through its own Wait loop
+        delay = None
+        if outcome.status == RunStatus.RETRYING:
+            delay = _retry_in(step, run, outcome.error, execution)
+            if delay is None:
+                outcome.status = RunStatus.FAILED
+                attempts = f"{run.attempt} attempt{'s' if run.attempt > 1 else ''}"
+                outcome.note = f"gave up after {attempts}"
         retry_at = check_again_at = None
         if outcome.status == RunStatus.NOT_DONE:
             check_again_at, why = _check_again_at(step, now)
@@ -574,8 +599,8 @@ def _finish(step: StepRow, run: Run, action_outcome: Outcome, started: dt.dateti
             # A "not done" check ran well: the step is over, its job checks again.
             new_state = StepState.SUCCEEDED
         elif outcome.status == RunStatus.RETRYING:
+            assert delay is not None
             new_state = StepState.SCHEDULED
-            delay = retry_delay(run.attempt)
             outcome.note = f"attempt {run.attempt} of {step.max_attempts}; retry in {delay:.1f} s"
             retry_at = now + dt.timedelta(seconds=delay)
         else:
@@ -601,12 +626,34 @@ def _finish(step: StepRow, run: Run, action_outcome: Outcome, started: dt.dateti
                 first_attempt=run.attempt == 1,
                 check_again_at=check_again_at,
             )
+        elif execution is not None:
+            if new_state != StepState.SCHEDULED:
+                executions.execution_step_settled(
+                    execution=execution,
+                    state_name=step.state_name,
+                    succeeded=new_state == StepState.SUCCEEDED,
+                    result=outcome.result,
+                    error=outcome.error,
+                    now=now,
+                )
         else:
             _refresh_owner(step, new_state)
         _close_run(run, step, outcome, started)
         _save_runs([run])
     _log_outcome(step, run, outcome)
     return run
+
+
+def _retry_in(step: StepRow, run: Run, error: str, execution: Execution | None) -> float | None:
+    """Seconds before the next attempt after a transient error, or None: no attempt
+    left (a job's max_attempts; a workflow Task's retriers)."""
+    if run.attempt >= step.max_attempts:
+        return None
+    if execution is None:
+        return retry_delay(run.attempt)
+    return executions.execution_retry_in(
+        execution=execution, state_name=step.state_name, attempt=run.attempt, error=error
+    )
 
 
 def _retry_db(func: Callable[[], T], *, what: str, step_id: int, version: int) -> T:
@@ -739,6 +786,7 @@ def _plain(step: StepRow | None, version: int) -> bool:
         and step.version == version
         and step.state == StepState.QUEUED
         and not (step.recurring and step.poll_number == 0)
+        and step.execution_id is None  # its record moves its execution on (``_finish``)
     )
 
 

@@ -85,7 +85,6 @@ def job_plan_step(
     dispatchers are woken (PostgreSQL delivers the NOTIFY at the commit); with any
     other engine its post_save syncs it after the commit.
     """
-    name = engine_name_for_precision(job.precision)
     step = Step(
         job_id=job.pk,
         action=job.action,
@@ -93,16 +92,21 @@ def job_plan_step(
         poll_number=poll_number,
         due_at=due_at,
         precision=job.precision,
-        engine=name,
         max_attempts=job.max_attempts,
         recurring=job.schedule_type != ScheduleType.ONCE,
     )
     job.last_sequence = max(job.last_sequence, sequence)
+    return step_plan(step)
+
+
+def step_plan(step: Step) -> Step:
+    """Save a new pending step on the engine its precision chooses (see job_plan_step)."""
+    name = step.engine = engine_name_for_precision(step.precision)
     engine = get_engine(name)
     if not engine.row_is_timer:
         step.save()
         return step
-    if written_armed(name, due_at, timezone.now()):
+    if written_armed(name, step.due_at, timezone.now()):
         step.arm_state, step.armed_version, step.armed_engine = ArmState.ARMED, 1, name
     (step,) = Step.objects.bulk_create([step])  # no post_save: nothing to sync after
     if step.arm_state == ArmState.ARMED:

@@ -1,4 +1,4 @@
-"""One lock order (invariant 8): owner (job, classroom) → steps in ascending id → runs.
+"""One lock order (invariant 8): owner (job, classroom, execution) → steps in ascending id → runs.
 
 Every transaction of the worker, the dispatcher, the services and the API is recorded
 statement by statement and checked against the order written in docs/architecture.md:
@@ -30,7 +30,16 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from schedules import services
-from schedules.models import Classroom, Job, PlanStatus, Run, RunStatus, Step, StepState
+from schedules.models import (
+    Classroom,
+    Execution,
+    Job,
+    PlanStatus,
+    Run,
+    RunStatus,
+    Step,
+    StepState,
+)
 from schedules.services import execution
 from tests.api.conftest import client_for
 
@@ -39,6 +48,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 RANK = {
     Job._meta.db_table: 0,
     Classroom._meta.db_table: 0,
+    Execution._meta.db_table: 0,
     Step._meta.db_table: 1,
     Run._meta.db_table: 2,
 }
@@ -267,6 +277,40 @@ def classroom_timeline() -> None:
         deliver(step)
 
 
+def _workflow(name: str) -> Any:
+    return services.workflow_create(
+        name=name,
+        definition={
+            "StartAt": "Call",
+            "States": {
+                "Call": {
+                    "Type": "Task",
+                    "Action": "noop",
+                    "Next": "Again?",
+                    "Retry": [{"MaxAttempts": 1}],
+                },
+                "Again?": {
+                    "Type": "Choice",
+                    "Choices": [{"Variable": "$.Call.note", "Equals": "", "Next": "Pause"}],
+                    "Default": "Done",
+                },
+                "Pause": {"Type": "Wait", "Seconds": 0, "Next": "Done"},
+                "Done": {"Type": "Succeed"},
+            },
+        },
+    )
+
+
+@worker_case
+def workflow_execution() -> None:
+    execution = services.execution_start(workflow=_workflow("locks")).execution
+    while (step := execution.steps.filter(state=StepState.SCHEDULED).first()) is not None:
+        Step.objects.filter(pk=step.pk).update(due_at=timezone.now())
+        deliver(step)
+    execution.refresh_from_db()
+    assert execution.status == "succeeded", execution.cause
+
+
 @pytest.mark.parametrize("case", sorted(WORKER_CASES))
 def test_the_worker_locks_the_owner_first(case, recorder, settings):
     settings.SCHEDULES_HTTP_CHECK_ALLOWED_HOSTS = ["127.0.0.1"]
@@ -301,6 +345,10 @@ def test_the_services_lock_the_owner_then_steps_in_ascending_id(recorder):
     services.classroom_update(classroom=classroom, live_ping_interval=60)
     services.classroom_shift(classroom=classroom, by=dt.timedelta(minutes=1))
     services.classroom_cancel(classroom=classroom)
+    workflow = _workflow("services")
+    started = services.execution_start(workflow=workflow, start_key="k")
+    services.execution_start(workflow=workflow, start_key="k")
+    services.execution_cancel(execution=started.execution)
     assert recorder.violations() == []
 
 

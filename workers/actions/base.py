@@ -30,6 +30,8 @@ class ActionContext:
     job_id: int | None
     classroom_id: int | None
     uncertain: bool = False
+    #: The workflow execution whose Task this is, if it is one.
+    execution_id: int | None = None
 
     @property
     def idempotency_key(self) -> str:

@@ -23,3 +23,18 @@ class NoopPayload(BaseModel):
 )
 def noop(ctx: ActionContext, payload: NoopPayload) -> dict[str, Any]:
     return {"started_unix": time.time(), "note": payload.note}
+
+
+class WaitPayload(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+@register(
+    "workflow_wait",
+    payload=WaitPayload,
+    description="A workflow's Wait state: does nothing when its time comes; the execution "
+    "then moves on.",
+    has_side_effects=False,
+)
+def workflow_wait(ctx: ActionContext, payload: WaitPayload) -> None:
+    return None

@@ -1,4 +1,4 @@
-"""What the job commands share: parsing, error reporting and the JSON shape of a job.
+"""What the job and workflow commands share: parsing, error reporting and the JSON shape of a job.
 
 Not a command (Django skips modules whose name starts with ``_``).
 """
@@ -17,7 +17,17 @@ from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from schedules.models import Job, MissedPolicy, OverlapPolicy, Precision, ScheduleType, Step
+from schedules.models import (
+    Execution,
+    Job,
+    MissedPolicy,
+    OverlapPolicy,
+    Precision,
+    Run,
+    ScheduleType,
+    Step,
+    Workflow,
+)
 from schedules.selectors import describe_schedule, job_next_occurrences
 from schedules.services import Busy
 
@@ -367,3 +377,96 @@ def latest_steps(job: Job) -> list[Step]:
 
 def write_json(command: BaseCommand, data: Any) -> None:
     command.stdout.write(json.dumps(data, indent=2))
+
+
+def get_workflow(name: str) -> Workflow:
+    workflow = Workflow.objects.filter(name=name).first()
+    if workflow is None:
+        raise CommandError(
+            f"No workflow named {name!r}; save one with `python manage.py save_workflow NAME "
+            "FILE`, or see the existing ones in the admin (Schedules > Workflows)."
+        )
+    return workflow
+
+
+def execution_as_dict(execution: Execution, *, detail: bool = False) -> dict[str, Any]:
+    """An execution as scripts read it; with ``detail``, its data, history, steps, runs."""
+    data: dict[str, Any] = {
+        "id": execution.pk,
+        "workflow": execution.workflow.name,
+        "version": execution.version.version,
+        "status": execution.status,
+        "state": execution.state_name,
+        "start_key": execution.start_key,
+        "error": execution.error,
+        "cause": execution.cause,
+        "started_at": iso(execution.started_at),
+        "finished_at": iso(execution.finished_at),
+        "transitions": execution.transitions,
+    }
+    if detail:
+        steps = Step.objects.filter(execution=execution).order_by("-sequence")[:STEPS_SHOWN]
+        runs = Run.objects.filter(execution=execution).order_by("-started_at", "-pk")
+        data.update(
+            input=execution.input,
+            data=execution.data,
+            history=execution.history,
+            steps=[
+                step_as_dict(step) | {"state_name": step.state_name, "action": step.action}
+                for step in steps
+            ],
+            runs=[run_as_dict(run) for run in runs[:STEPS_SHOWN]],
+        )
+    return data
+
+
+def seconds(value: dt.timedelta | None) -> float | None:
+    return round(value.total_seconds(), 3) if value is not None else None
+
+
+RUN_ROW = "  {attempt:>7}  {version:>3}  {status:<9}  {lateness:>10}  {started:<19}  {error}"
+
+
+def write_runs(command: BaseCommand, runs: list[Run], total: int, *, state: bool = False) -> None:
+    """The runs as a table under a "runs" heading (with ``state``: each step's state name)."""
+    out = command.stdout.write
+    shown = f" (newest {len(runs)} of {total})" if total > len(runs) else ""
+    out(command.style.MIGRATE_HEADING(f"runs{shown}"))
+    if not runs:
+        out("  none yet")
+        return
+    row = RUN_ROW.replace("  {error}", "  {state:<20}  {error}") if state else RUN_ROW
+    header = {"attempt": "ATTEMPT", "version": "VER", "status": "STATUS", "state": "STATE"}
+    out(row.format(**header, lateness="LATENESS", started="STARTED (UTC)", error="ERROR / NOTE"))
+    for run in runs:
+        lateness = seconds(run.lateness)
+        first_line = (run.error or run.note).strip().splitlines()
+        out(
+            row.format(
+                attempt=run.attempt,
+                version=run.version,
+                status=run.status,
+                state=run.step.state_name if state else "",
+                lateness="-" if lateness is None else f"{lateness:.3f} s",
+                started=f"{run.started_at.astimezone(dt.UTC):%Y-%m-%d %H:%M:%S}",
+                error=("(uncertain) " if run.uncertain else "")
+                + (first_line[0][:100] if first_line else ""),
+            ).rstrip()
+        )
+
+
+def run_as_dict(run: Run) -> dict[str, Any]:
+    return {
+        "id": run.pk,
+        "step_id": run.step_id,
+        "version": run.version,
+        "attempt": run.attempt,
+        "status": run.status,
+        "engine": run.engine,
+        "started_at": iso(run.started_at),
+        "finished_at": iso(run.finished_at),
+        "lateness_seconds": seconds(run.lateness),
+        "uncertain": run.uncertain,
+        "error": run.error,
+        "note": run.note,
+    }

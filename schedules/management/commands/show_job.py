@@ -19,18 +19,15 @@ from ._shared import (
     job_as_dict,
     latest_steps,
     local_time,
+    run_as_dict,
     write_json,
+    write_runs,
 )
 
 RUNS_SHOWN = 50
 STEP_ROW = (
     "  {id:>8}  {occurrence:>7}  {due:<19}  {engine:<14}  {version:>3}  {state:<9}  {arm:<8}  {ref}"
 )
-RUN_ROW = "  {attempt:>7}  {version:>3}  {status:<9}  {lateness:>10}  {started:<19}  {error}"
-
-
-def seconds(value: dt.timedelta | None) -> float | None:
-    return round(value.total_seconds(), 3) if value is not None else None
 
 
 class Command(BaseCommand):
@@ -76,23 +73,7 @@ class Command(BaseCommand):
         if options["json"]:
             data = job_as_dict(job, payload=True)
             data["runs_total"] = total
-            data["runs"] = [
-                {
-                    "id": run.pk,
-                    "step_id": run.step_id,
-                    "version": run.version,
-                    "attempt": run.attempt,
-                    "status": run.status,
-                    "engine": run.engine,
-                    "started_at": iso(run.started_at),
-                    "finished_at": iso(run.finished_at),
-                    "lateness_seconds": seconds(run.lateness),
-                    "uncertain": run.uncertain,
-                    "error": run.error,
-                    "note": run.note,
-                }
-                for run in runs
-            ]
+            data["runs"] = [run_as_dict(run) for run in runs]
             write_json(self, data)
             return
         out = self.stdout.write
@@ -135,32 +116,4 @@ class Command(BaseCommand):
                     ref=step.external_ref or "-",
                 )
             )
-        shown = f" (newest {len(runs)} of {total})" if total > len(runs) else ""
-        out(self.style.MIGRATE_HEADING(f"runs{shown}"))
-        if not runs:
-            out("  none yet")
-            return
-        out(
-            RUN_ROW.format(
-                attempt="ATTEMPT",
-                version="VER",
-                status="STATUS",
-                lateness="LATENESS",
-                started="STARTED (UTC)",
-                error="ERROR / NOTE",
-            )
-        )
-        for run in runs:
-            lateness = seconds(run.lateness)
-            first_line = (run.error or run.note).strip().splitlines()
-            out(
-                RUN_ROW.format(
-                    attempt=run.attempt,
-                    version=run.version,
-                    status=run.status,
-                    lateness="-" if lateness is None else f"{lateness:.3f} s",
-                    started=f"{run.started_at.astimezone(dt.UTC):%Y-%m-%d %H:%M:%S}",
-                    error=("(uncertain) " if run.uncertain else "")
-                    + (first_line[0][:100] if first_line else ""),
-                ).rstrip()
-            )
+        write_runs(self, runs, total)
