@@ -3,6 +3,7 @@ shipped database-migration workflow against a migration service started by the t
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -190,7 +191,7 @@ def test_seed_002_polls_until_stopped_then_applies_the_constraints(
         (RunStatus.SUCCEEDED, "local", False)
     }
     checks = [c.at for c in migration_service.calls if c.path == "/migrations/current"]
-    gaps = [b - a for a, b in zip(checks, checks[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(checks)]
     assert all(1.0 <= gap < 3.0 for gap in gaps), gaps  # each check after a 1 s Wait
     assert all(r.lateness is not None and r.lateness.total_seconds() < 2 for r in every)
 
@@ -221,7 +222,7 @@ def test_a_rule_starts_seed_002_again_and_again(
     assert [e.status for e in ended] == [ExecutionStatus.SUCCEEDED] * 3
     assert {e.started_by_id for e in ended} == {job.pk}
     starts = sorted(e.started_at for e in ended)
-    gaps = [(b - a).total_seconds() for a, b in zip(starts, starts[1:], strict=False)]
+    gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(starts)]
     assert all(1.5 < gap < 3.5 for gap in gaps), gaps
     assert migration_service.paths().count("/constraints/apply") == 3
     job.refresh_from_db()
@@ -256,5 +257,5 @@ def test_a_worker_killed_during_a_task_is_taken_over_and_the_execution_goes_on(
     assert len(starts) == 2 and starts[0].key == starts[1].key
     assert migration_service.paths().count("/constraints/drop") == 1
     assert migration_service.paths().count("/constraints/apply") == 1
-    once = {state: len(r) for state, r in runs.items() if state not in LOOP + ["StartMigration"]}
+    once = {state: len(r) for state, r in runs.items() if state not in [*LOOP, "StartMigration"]}
     assert once == {"CheckVersions": 1, "DropConstraints": 1, "ApplyConstraints": 1}
