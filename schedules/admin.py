@@ -13,6 +13,7 @@ query, and inlines that load a bounded number of rows.
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlencode
@@ -49,14 +50,25 @@ from .forms import (
     RescheduleJobsForm,
     ServiceModelForm,
     ShiftClassroomsForm,
+    StartExecutionForm,
     WorkflowAddForm,
     WorkflowChangeForm,
 )
-from .models import Classroom, Job, PlanStatus, Run, Step, Workflow, WorkflowVersion
+from .models import (
+    Classroom,
+    Execution,
+    ExecutionStatus,
+    Job,
+    PlanStatus,
+    Run,
+    Step,
+    Workflow,
+    WorkflowVersion,
+)
 from .selectors import describe_schedule
 from .services.jobs import SCHEDULE_FIELDS
 from .services.transactions import Busy, run_retrying
-from .workflow_drawing import definition_svg
+from .workflow_drawing import definition_svg, execution_svg
 
 M = TypeVar("M", bound=models.Model)
 
@@ -117,9 +129,11 @@ def _change_link(model: type[models.Model], pk: int | None, label: str) -> str:
 
 
 def owner_link(obj: Step | Run) -> str:
-    """The job or classroom a step or run belongs to, from the ids alone (no query)."""
+    """The job, classroom or execution a step or run belongs to, from the ids alone."""
     if obj.job_id is not None:
         return _change_link(Job, obj.job_id, f"job {obj.job_id}")
+    if obj.execution_id is not None:
+        return _change_link(Execution, obj.execution_id, f"execution {obj.execution_id}")
     return _change_link(Classroom, obj.classroom_id, f"classroom {obj.classroom_id}")
 
 
@@ -372,7 +386,7 @@ class RunInline(ReadOnlyInline[Run]):
     )
     readonly_fields = fields
     ordering = ("-started_at", "-id")
-    defer = ("result", "error")
+    defer: tuple[str, ...] = ("result", "error")
     verbose_name_plural = "runs (newest first)"
 
     @admin.display(description="step")
@@ -456,6 +470,46 @@ class BigTableAdmin(_ModelAdmin[M]):
             by_id = Q.create([(name, number) for name in self.search_ids], connector=Q.OR)
             results = results | queryset.filter(by_id)
         return results, may_have_duplicates
+
+    def apply_service(
+        self,
+        request: HttpRequest,
+        queryset: QuerySet[M],
+        service: Callable[[M], object],
+        done: Callable[[int], str],
+    ) -> None:
+        """Call ``service`` per object; report the count done and each refusal."""
+        pks = list(queryset.values_list("pk", flat=True)[: ACTION_MAX_OBJECTS + 1])
+        if len(pks) > ACTION_MAX_OBJECTS:
+            self.message_user(
+                request,
+                f"Select at most {ACTION_MAX_OBJECTS} at once; nothing was done.",
+                messages.ERROR,
+            )
+            return
+        count = 0
+        refused: list[str] = []
+        for obj in queryset.filter(pk__in=pks):
+            try:
+                service(obj)
+            except ValidationError as exc:
+                refused.append(f"{obj}: {'; '.join(exc.messages)}")
+            except Busy as exc:
+                refused.append(f"{obj}: {exc}")
+            else:
+                count += 1
+        if count:
+            self.message_user(request, done(count), messages.SUCCESS)
+        for message in refused[:ACTION_ERRORS_SHOWN]:
+            self.message_user(request, message, messages.ERROR)
+        if len(refused) > ACTION_ERRORS_SHOWN:
+            more = len(refused) - ACTION_ERRORS_SHOWN
+            self.message_user(
+                request,
+                ngettext("%(count)d more was refused.", "%(count)d more were refused.", more)
+                % {"count": more},
+                messages.ERROR,
+            )
 
 
 class ReadOnlyAdmin(BigTableAdmin[M]):
@@ -609,46 +663,6 @@ class PlanAdmin(BigTableAdmin[M]):
             "submit_label": submit_label,
         }
         return TemplateResponse(request, "admin/schedules/action_form.html", context)
-
-    def apply_service(
-        self,
-        request: HttpRequest,
-        queryset: QuerySet[M],
-        service: Callable[[M], object],
-        done: Callable[[int], str],
-    ) -> None:
-        """Call ``service`` per object; report the count done and each refusal."""
-        pks = list(queryset.values_list("pk", flat=True)[: ACTION_MAX_OBJECTS + 1])
-        if len(pks) > ACTION_MAX_OBJECTS:
-            self.message_user(
-                request,
-                f"Select at most {ACTION_MAX_OBJECTS} at once; nothing was done.",
-                messages.ERROR,
-            )
-            return
-        count = 0
-        refused: list[str] = []
-        for obj in queryset.filter(pk__in=pks):
-            try:
-                service(obj)
-            except ValidationError as exc:
-                refused.append(f"{obj}: {'; '.join(exc.messages)}")
-            except Busy as exc:
-                refused.append(f"{obj}: {exc}")
-            else:
-                count += 1
-        if count:
-            self.message_user(request, done(count), messages.SUCCESS)
-        for message in refused[:ACTION_ERRORS_SHOWN]:
-            self.message_user(request, message, messages.ERROR)
-        if len(refused) > ACTION_ERRORS_SHOWN:
-            more = len(refused) - ACTION_ERRORS_SHOWN
-            self.message_user(
-                request,
-                ngettext("%(count)d more was refused.", "%(count)d more were refused.", more)
-                % {"count": more},
-                messages.ERROR,
-            )
 
 
 # --- Jobs ---------------------------------------------------------------------------------------
@@ -1106,6 +1120,72 @@ class RunAdmin(ReadOnlyAdmin[Run]):
 # --- Workflows ------------------------------------------------------------------------------------
 
 
+class WorkflowExecutionInline(ReadOnlyInline[Execution]):
+    """The workflow's newest executions."""
+
+    model = Execution
+    fields = ("started_at", "status", "state_name", "version_number", "error", "finished_at")
+    readonly_fields = fields
+    ordering = ("-started_at", "-id")
+    defer = ("input", "data", "history", "version__definition")
+    verbose_name_plural = "executions (newest first)"
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Execution]:
+        return super().get_queryset(request).select_related("version")
+
+    @admin.display(description="version")
+    def version_number(self, execution: Execution) -> int:
+        return execution.version.version
+
+
+class ExecutionStepInline(ReadOnlyInline[Step]):
+    """Each Task and Wait the execution entered, latest first."""
+
+    model = Step
+    fields = ("state_name", "action", "due_at", "state", "version", "engine", "attempts")
+    readonly_fields = fields
+    ordering = ("-sequence",)
+    defer = ("arm_error", "external_ref", "payload")
+    order_label = "latest"
+    verbose_name_plural = "steps (latest state first)"
+
+
+class ExecutionRunInline(RunInline):
+    """Each state's runs, with their lateness and errors."""
+
+    fields = (
+        "started_at",
+        "state",
+        "status",
+        "action",
+        "step_link",
+        "attempt",
+        "lateness_display",
+        "uncertain",
+        "error_line",
+        "note",
+    )
+    readonly_fields = fields
+    defer: tuple[str, ...] = ("result",)
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Run]:
+        return (
+            super()
+            .get_queryset(request)
+            .select_related("step")
+            .defer("step__payload", "step__arm_error", "step__external_ref")
+        )
+
+    @admin.display(description="state")
+    def state(self, run: Run) -> str:
+        return run.step.state_name
+
+    @admin.display(description="error")
+    def error_line(self, run: Run) -> str:
+        lines = run.error.strip().splitlines()
+        return lines[0][:200] if lines else ""
+
+
 class WorkflowVersionInline(ReadOnlyInline[WorkflowVersion]):
     """Every saved definition of the workflow, newest first."""
 
@@ -1125,23 +1205,72 @@ class WorkflowAdmin(PlanAdmin[Workflow]):
 
     add_form = WorkflowAddForm
     change_form = WorkflowChangeForm
-    list_display = ("name", "version", "description", "owner", "updated_at")
     search_fields = ("name",)
     search_help_text = "A workflow's name, or its id."
     ordering = ("name",)
     raw_id_fields = ("owner",)
     changelist_defer = ("definition",)
-    inlines = (WorkflowVersionInline,)
-    add_fieldsets = ((None, {"fields": ("name", "description", "definition")}),)
+    inlines = (WorkflowExecutionInline, WorkflowVersionInline)
+    list_display = ("name", "version", "description", "rule", "owner", "updated_at")
+    list_select_related = ("owner", "schedule")
+    actions = ("start_selected",)
+    add_fieldsets = (
+        (None, {"fields": ("name", "description", "definition")}),
+        ("Running", {"fields": ("precision", "overlap_policy")}),
+    )
     fieldsets = (
         (None, {"fields": ("name", "version", "description", "drawing", "definition")}),
+        ("Running", {"fields": ("precision", "overlap_policy", "rule")}),
         ("Owner and timestamps", {"fields": ("owner", "created_at", "updated_at")}),
     )
-    editable_fields = ("description", "definition")
-    fixed_fields = ("name", "version", "drawing", "owner", "created_at", "updated_at")
+    editable_fields = ("description", "definition", "precision", "overlap_policy")
+    fixed_fields = ("name", "version", "drawing", "rule", "owner", "created_at", "updated_at")
 
     def is_frozen(self, obj: Workflow) -> bool:
         return False  # a new version never changes an execution that runs
+
+    @admin.display(description="rule")
+    def rule(self, obj: Workflow) -> str:
+        """The recurring job that starts it (set with the API, schedule_workflow or
+        services.workflow_schedule)."""
+        job = obj.schedule
+        if job is None:
+            return "-"
+        state = (
+            "" if job.status in (PlanStatus.SCHEDULED, PlanStatus.RUNNING) else f" ({job.status})"
+        )
+        return _change_link(Job, job.pk, f"{describe_schedule(job)}{state}")
+
+    @admin.action(description="Start selected workflows", permissions=["change"])
+    def start_selected(
+        self, request: HttpRequest, queryset: QuerySet[Workflow]
+    ) -> HttpResponse | None:
+        def apply(form: forms.Form) -> None:
+            data = form.cleaned_data
+            user = request.user if isinstance(request.user, User) else None
+            self.apply_service(
+                request,
+                queryset.select_related(None).only("pk", "name", "version"),
+                lambda workflow: services.execution_start(
+                    workflow=workflow,
+                    input=data["input"] or {},
+                    start_key=data["start_key"],
+                    owner=user,
+                ),
+                lambda n: (
+                    ngettext("%(count)d execution started.", "%(count)d executions started.", n)
+                    % {"count": n}
+                ),
+            )
+
+        return self.ask_then_apply(
+            request,
+            queryset,
+            form_class=StartExecutionForm,
+            title="Start workflows",
+            submit_label="Start",
+            apply=apply,
+        )
 
     @admin.display(description="states")
     def drawing(self, obj: Workflow) -> str:
@@ -1162,3 +1291,131 @@ class WorkflowVersionAdmin(ReadOnlyAdmin[WorkflowVersion]):
     @admin.display(description="states")
     def drawing(self, obj: WorkflowVersion) -> str:
         return definition_svg(obj.definition)
+
+
+@admin.register(Execution)
+class ExecutionAdmin(BigTableAdmin[Execution]):
+    """Executions are written by the services and the worker; shown, and cancelled here."""
+
+    list_display = (
+        "id",
+        "workflow",
+        "version_number",
+        "status",
+        "state_name",
+        "started_at",
+        "finished_at",
+        "error",
+    )
+    list_display_links = ("id",)
+    list_filter = ("status", "workflow")
+    list_select_related = ("workflow", "version")
+    changelist_defer = ("input", "data", "history", "version__definition", "workflow__definition")
+    search_fields = ("workflow__name", "start_key")
+    search_help_text = "A workflow's name, a start key, or an execution's id."
+    ordering = ("-started_at",)
+    actions = ("cancel_selected",)
+    inlines = (ExecutionStepInline, ExecutionRunInline)
+    fieldsets = (
+        (
+            None,
+            {
+                "fields": (
+                    "workflow",
+                    "version_number",
+                    "status",
+                    "state_name",
+                    "error",
+                    "cause",
+                    "drawing",
+                )
+            },
+        ),
+        ("States entered", {"fields": ("history_table",)}),
+        ("Data", {"fields": ("input_json", "data_json")}),
+        (
+            "Start",
+            {"fields": ("start_key", "started_by", "owner", "started_at", "finished_at")},
+        ),
+    )
+    readonly_fields = (
+        "workflow",
+        "version_number",
+        "status",
+        "state_name",
+        "error",
+        "cause",
+        "drawing",
+        "history_table",
+        "input_json",
+        "data_json",
+        "start_key",
+        "started_by",
+        "owner",
+        "started_at",
+        "finished_at",
+    )
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Execution | None = None) -> bool:
+        return False
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Execution]:
+        return super().get_queryset(request).select_related("workflow", "version")
+
+    @admin.display(description="version")
+    def version_number(self, execution: Execution) -> int:
+        return execution.version.version
+
+    @admin.display(description="states")
+    def drawing(self, execution: Execution) -> str:
+        """The version it runs, with the states it entered and the arrows it took."""
+        current = execution.state_name if execution.status == ExecutionStatus.RUNNING else ""
+        return execution_svg(execution.version.definition, execution.history, current)
+
+    @admin.display(description="history")
+    def history_table(self, execution: Execution) -> str:
+        dropped = execution.transitions - len(execution.history)
+        rows = format_html_join(
+            "",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            (
+                (
+                    n,
+                    entry["at"][:23].replace("T", " "),
+                    entry["type"],
+                    entry["state"],
+                    f"{entry['from']} ({entry['via']})" if entry["from"] else entry["via"],
+                )
+                for n, entry in enumerate(execution.history, start=dropped + 1)
+            ),
+        )
+        note = f"The first {dropped} are not kept." if dropped else ""
+        return format_html(
+            "<table><thead><tr><th>#</th><th>entered (UTC)</th><th>type</th><th>state</th>"
+            "<th>from (by)</th></tr></thead><tbody>{}</tbody></table>{}",
+            rows,
+            note,
+        )
+
+    @admin.display(description="input")
+    def input_json(self, execution: Execution) -> str:
+        return format_html("<pre>{}</pre>", json.dumps(execution.input, indent=2))
+
+    @admin.display(description="data")
+    def data_json(self, execution: Execution) -> str:
+        return format_html("<pre>{}</pre>", json.dumps(execution.data, indent=2)[:100_000])
+
+    @admin.action(description="Cancel selected executions", permissions=["change"])
+    def cancel_selected(self, request: HttpRequest, queryset: QuerySet[Execution]) -> None:
+        self.apply_service(
+            request,
+            queryset.select_related(None).only("pk", "workflow_id"),
+            lambda execution: services.execution_cancel(execution=execution),
+            lambda n: (
+                ngettext("%(count)d execution cancelled.", "%(count)d executions cancelled.", n)
+                % {"count": n}
+            ),
+        )

@@ -572,7 +572,7 @@ class WorkflowAddForm(ServiceModelForm[Workflow]):
 
     class Meta:
         model = Workflow
-        fields = ("name", "description", "definition")
+        fields = ("name", "description", "definition", "precision", "overlap_policy")
 
     def call_service(self) -> Workflow:
         data = self.cleaned_data
@@ -580,6 +580,8 @@ class WorkflowAddForm(ServiceModelForm[Workflow]):
             name=data["name"],
             definition=data["definition"],
             description=data.get("description", ""),
+            precision=data["precision"],
+            overlap_policy=data["overlap_policy"],
             owner=self.user,
         )
 
@@ -591,16 +593,32 @@ class WorkflowChangeForm(ServiceModelForm[Workflow]):
 
     class Meta:
         model = Workflow
-        fields = ("description", "definition")
+        fields = ("description", "definition", "precision", "overlap_policy")
 
     def call_service(self) -> Workflow:
-        changes = self._changes(("description", "definition"))
+        changes = self._changes(("description", "definition", "precision", "overlap_policy"))
         if not changes:
             return self.instance
         return services.workflow_update(workflow=self.instance, **changes)
 
 
 # --- Intermediate forms of admin actions ----------------------------------------------------------
+
+
+class StartExecutionForm(forms.Form):
+    """What the selected workflows' executions start with."""
+
+    input = PayloadField(
+        required=False,
+        initial=dict,
+        help_text="The data each execution starts with: a JSON object (Tasks read it by "
+        "path, e.g. $.env). Empty: {}.",
+    )
+    start_key = forms.CharField(
+        required=False,
+        max_length=255,
+        help_text="Optional. A workflow already started with this key is not started again.",
+    )
 
 
 class RescheduleJobsForm(forms.Form):

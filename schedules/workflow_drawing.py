@@ -5,11 +5,14 @@ in the order the states are first reached. An arrow that goes down the page is d
 straight; one that goes back up or across (a loop, through its Wait) goes round the
 right-hand side. Arrows out of a Choice are labelled with the rule's number or
 "Default", a catcher's with "catch". Every name is escaped.
+
+Drawn for an execution, the states it entered and the arrows it took are drawn thick
+and green, and the state a running execution is in has an orange outline.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from django.utils.html import format_html, format_html_join
@@ -21,6 +24,7 @@ BOX_W, BOX_H = 190, 46
 GAP_X, GAP_Y = 36, 54
 MARGIN = 20
 LANE = 26  # room on the right per arrow that goes back up
+EDGE, TAKEN, CURRENT = "#555555", "#1a7f37", "#d97706"
 COLOURS = {
     "Task": ("#e8f1fa", "#417690"),
     "Choice": ("#fdf3dc", "#b7791f"),
@@ -49,8 +53,16 @@ def _short(text: str, limit: int = 26) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def definition_svg(definition: Any) -> SafeString:
-    """The drawing of a (checked) definition; an empty string for anything else."""
+def definition_svg(
+    definition: Any,
+    *,
+    visited: Collection[str] = (),
+    taken: Collection[tuple[str, str]] = (),
+    current: str = "",
+) -> SafeString:
+    """The drawing of a (checked) definition; an empty string for anything else.
+    For an execution: the states it entered (``visited``), the (from, to) arrows it took
+    (``taken``), and the state it is in while it runs (``current``)."""
     if not isinstance(definition, Mapping) or not isinstance(definition.get("States"), Mapping):
         return SafeString("")
     states: Mapping[str, Any] = definition["States"]
@@ -98,11 +110,16 @@ def definition_svg(definition: Any) -> SafeString:
                 y1, y2 = y + BOX_H // 2, ty + BOX_H // 2
                 path = f"M{x + BOX_W},{y1} C{side},{y1} {side},{y2} {tx + BOX_W},{y2}"
                 lx, ly = side - 4, (y1 + y2) // 2
+            was_taken = (name, target) in taken
             arrows.append(
                 format_html(
-                    '<path class="edge" d="{}" fill="none" stroke="#555" '
-                    'stroke-width="1.5" marker-end="url(#arrow)"/>{}',
+                    '<path class="{}" d="{}" fill="none" stroke="{}" '
+                    'stroke-width="{}" marker-end="url(#{})"/>{}',
+                    "edge taken" if was_taken else "edge",
                     path,
+                    TAKEN if was_taken else EDGE,
+                    3 if was_taken else 1.5,
+                    "taken" if was_taken else "arrow",
                     format_html(
                         '<text x="{}" y="{}" font-size="11" fill="#333">{}</text>', lx, ly, label
                     )
@@ -112,21 +129,27 @@ def definition_svg(definition: Any) -> SafeString:
             )
     boxes = format_html_join(
         "",
-        '<g class="state" data-type="{}"><title>{}</title>'
+        '<g class="{}" data-type="{}"><title>{}</title>'
         '<rect x="{}" y="{}" width="{}" height="{}" rx="6" fill="{}" stroke="{}" '
         'stroke-width="{}"/>'
         '<text x="{}" y="{}" font-size="13" font-weight="bold" fill="#222">{}</text>'
         '<text x="{}" y="{}" font-size="11" fill="#555">{}</text></g>',
         (
             (
+                "state current"
+                if name == current
+                else "state visited"
+                if name in visited
+                else "state",
                 kind,
                 name,
                 x,
                 y,
                 BOX_W,
                 BOX_H,
-                *COLOURS.get(kind, ("#ffffff", "#999999")),
-                3 if name == start else 1,
+                fill,
+                CURRENT if name == current else TAKEN if name in visited else stroke,
+                3 if name in (start, current) or name in visited else 1,
                 x + 10,
                 y + 19,
                 _short(name),
@@ -137,6 +160,7 @@ def definition_svg(definition: Any) -> SafeString:
             for name in order
             for x, y in [place[name]]
             for kind in [states[name].get("Type", "") if isinstance(states[name], Mapping) else ""]
+            for fill, stroke in [COLOURS.get(kind, ("#ffffff", "#999999"))]
         ),
     )
     total_w = MARGIN * 2 + width + (lane + 1) * LANE
@@ -144,13 +168,35 @@ def definition_svg(definition: Any) -> SafeString:
     return format_html(
         '<svg class="workflow-drawing" xmlns="http://www.w3.org/2000/svg" width="{}" '
         'height="{}" viewBox="0 0 {} {}" role="img" aria-label="The states of the workflow">'
-        '<defs><marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="7" '
-        'markerHeight="7" orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" '
-        'fill="#555"/></marker></defs>{}{}</svg>',
+        "<defs>{}{}</defs>{}{}</svg>",
         total_w,
         total_h,
         total_w,
         total_h,
+        _marker("arrow", EDGE),
+        _marker("taken", TAKEN),
         format_html_join("", "{}", ((arrow,) for arrow in arrows)),
         boxes,
+    )
+
+
+def _marker(name: str, colour: str) -> SafeString:
+    return format_html(
+        '<marker id="{}" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="7" '
+        'markerHeight="7" orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" '
+        'fill="{}"/></marker>',
+        name,
+        colour,
+    )
+
+
+def execution_svg(
+    definition: Any, history: list[Mapping[str, Any]], current: str = ""
+) -> SafeString:
+    """The definition drawn with the path an execution took (from its history)."""
+    return definition_svg(
+        definition,
+        visited={str(e["state"]) for e in history},
+        taken={(str(e["from"]), str(e["state"])) for e in history if e.get("from")},
+        current=current,
     )
