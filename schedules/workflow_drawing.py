@@ -173,19 +173,22 @@ def definition_svg(
         total_h,
         total_w,
         total_h,
-        _marker("arrow", EDGE),
-        _marker("taken", TAKEN),
+        _marker("arrow", EDGE, 7),
+        _marker("taken", TAKEN, 4),
         format_html_join("", "{}", ((arrow,) for arrow in arrows)),
         boxes,
     )
 
 
-def _marker(name: str, colour: str) -> SafeString:
+def _marker(name: str, colour: str, size: float) -> SafeString:
+    """An arrowhead; its size is in stroke widths (a thick arrow gets a smaller number)."""
     return format_html(
-        '<marker id="{}" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="7" '
-        'markerHeight="7" orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" '
+        '<marker id="{}" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="{}" '
+        'markerHeight="{}" orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" '
         'fill="{}"/></marker>',
         name,
+        size,
+        size,
         colour,
     )
 

@@ -117,3 +117,40 @@ def test_a_step_whose_ttl_removal_never_comes_runs_within_the_bound(ttl_stack: S
     # Released by the sweep (every second) once overdue by MAX_LATENESS.
     assert dt.timedelta(seconds=MAX_LATENESS) <= run.lateness
     assert run.lateness <= dt.timedelta(seconds=MAX_LATENESS + 5)
+
+
+def test_a_relaxed_workflow_s_wait_is_a_ttl_item_its_removal_moves_it_on(ttl_stack: Stack) -> None:
+    """A relaxed workflow runs unchanged on DynamoDB TTL: its Wait is an item whose removal
+    (handed to the forwarder as AWS would send it) releases the step to the worker."""
+    from schedules.models import Execution, ExecutionStatus, Step
+
+    workflow = services.workflow_create(
+        name="ttl-workflow",
+        precision="relaxed",
+        definition={
+            "StartAt": "Pause",
+            "States": {
+                "Pause": {"Type": "Wait", "Seconds": 3600, "Next": "Ping"},
+                "Ping": {"Type": "Task", "Action": "noop", "End": True},
+            },
+        },
+    )
+    execution = services.execution_start(workflow=workflow).execution
+    pause = Step.objects.get(execution=execution)
+    assert pause.engine == "dynamodb_ttl" and pause.external_ref == f"step#{pause.pk}#v1"
+    Step.objects.filter(pk=pause.pk).update(due_at=timezone.now())  # as if the hour passed
+    record = ttl_removal(pause.pk, pause.version, seq="1")
+    assert lambda_handler({"Records": [record]}, None) == {"batchItemFailures": []}
+    deadline = time.time() + 60
+    while Execution.objects.get(pk=execution.pk).status == ExecutionStatus.RUNNING:
+        assert time.time() < deadline, ttl_stack.logs()
+        time.sleep(0.2)
+    execution.refresh_from_db()
+    assert execution.status == ExecutionStatus.SUCCEEDED, execution.cause
+    ping = Step.objects.get(execution=execution, state_name="Ping")
+    assert ping.engine == "dynamodb_ttl"
+    runs = list(Run.objects.filter(execution=execution).order_by("pk"))
+    assert [(r.step.state_name, r.status, r.engine) for r in runs] == [
+        ("Pause", RunStatus.SUCCEEDED, "dynamodb_ttl"),
+        ("Ping", RunStatus.SUCCEEDED, "dynamodb_ttl"),
+    ]

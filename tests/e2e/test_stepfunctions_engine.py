@@ -127,3 +127,37 @@ def test_cancel_reschedule_and_stale_messages(sfn_stack: Stack) -> None:
     assert "stale message: version 1" in skipped.note
     stale_step.refresh_from_db()
     assert stale_step.state == StepState.SCHEDULED  # untouched by the stale message
+
+
+def test_a_workflow_s_tasks_and_waits_run_as_step_functions_timers(sfn_stack: Stack) -> None:
+    """A workflow runs unchanged on Step Functions: each Task and Wait the worker's record
+    plans is armed there after its commit, and released through SQS to the worker."""
+    from schedules.models import Execution, ExecutionStatus
+
+    workflow = services.workflow_create(
+        name="sfn-workflow",
+        definition={
+            "StartAt": "First",
+            "States": {
+                "First": {"Type": "Task", "Action": "noop", "Next": "Pause"},
+                "Pause": {"Type": "Wait", "Seconds": 2, "Next": "Second"},
+                "Second": {"Type": "Task", "Action": "noop", "End": True},
+            },
+        },
+    )
+    started = services.execution_start(workflow=workflow).execution
+    deadline = time.time() + 60
+    while Execution.objects.get(pk=started.pk).status == ExecutionStatus.RUNNING:
+        assert time.time() < deadline, sfn_stack.logs()
+        time.sleep(0.2)
+    execution = Execution.objects.get(pk=started.pk)
+    assert execution.status == ExecutionStatus.SUCCEEDED, execution.cause
+    steps = list(execution.steps.order_by("sequence"))
+    assert [s.state_name for s in steps] == ["First", "Pause", "Second"]
+    assert {s.engine for s in steps} == {"stepfunctions"}
+    assert all(":execution:" in s.external_ref for s in steps)
+    runs = list(Run.objects.filter(execution=execution).order_by("pk"))
+    assert [(r.status, r.engine) for r in runs] == [(RunStatus.SUCCEEDED, "stepfunctions")] * 3
+    assert all(dt.timedelta(0) <= r.lateness < LATENESS_TOLERANCE for r in runs)
+    pause = steps[1]
+    assert pause.due_at - runs[0].finished_at >= dt.timedelta(seconds=1.9)

@@ -38,3 +38,34 @@ def test_names_are_escaped_and_odd_input_draws_nothing():
     assert "<script>" not in svg and "&lt;script&gt;" in svg and "End&amp;" in svg
     assert str(definition_svg([])) == ""
     assert str(definition_svg({"States": 5})) == ""
+
+
+def test_an_execution_s_path_is_drawn_taken_and_its_current_state_outlined():
+    from schedules.workflow_drawing import execution_svg
+
+    definition = {
+        "StartAt": "Check",
+        "States": {
+            "Check": {"Type": "Task", "Action": "noop", "Next": "Ok?"},
+            "Ok?": {
+                "Type": "Choice",
+                "Choices": [{"Variable": "$.Check.note", "Equals": "", "Next": "Pause"}],
+                "Default": "Failed",
+            },
+            "Failed": {"Type": "Fail"},
+            "Pause": {"Type": "Wait", "Seconds": 5, "Next": "Pause2"},
+            "Pause2": {"Type": "Wait", "Seconds": 5, "Next": "Pause"},
+        },
+    }
+    history = [
+        {"state": "Check", "from": "", "via": "start"},
+        {"state": "Ok?", "from": "Check", "via": "Next"},
+        {"state": "Pause", "from": "Ok?", "via": "Choices[0]"},
+    ]
+    svg = str(execution_svg(definition, history, current="Pause"))
+    assert svg.count('class="edge taken"') == 2  # Check -> Ok?, Ok? -> Pause
+    assert svg.count('class="edge"') == 3  # Default, Pause -> Pause2, Pause2 -> Pause
+    assert svg.count('class="state visited"') == 2 and svg.count('class="state current"') == 1
+    assert '<g class="state" data-type="Fail"><title>Failed</title>' in svg
+    plain = str(definition_svg(definition))
+    assert "taken" not in plain.replace('id="taken"', "") and "visited" not in plain
