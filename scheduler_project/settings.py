@@ -203,6 +203,7 @@ SPECTACULAR_SETTINGS = {
     "COMPONENT_SPLIT_REQUEST": True,
     "ENUM_NAME_OVERRIDES": {
         "PlanStatusEnum": "schedules.models.PlanStatus",
+        "ExecutionStatusEnum": "schedules.models.ExecutionStatus",
         "RunStatusEnum": "schedules.models.RunStatus",
         "StepStateEnum": "schedules.models.StepState",
         "PrecisionEnum": "schedules.models.Precision",

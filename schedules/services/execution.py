@@ -631,6 +631,7 @@ def _finish(step: StepRow, run: Run, action_outcome: Outcome, started: dt.dateti
                 executions.execution_step_settled(
                     execution=execution,
                     state_name=step.state_name,
+                    sequence=step.sequence,
                     succeeded=new_state == StepState.SUCCEEDED,
                     result=outcome.result,
                     error=outcome.error,

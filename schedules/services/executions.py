@@ -186,7 +186,7 @@ def execution_lock(execution_id: int) -> Execution:
     the definition it runs."""
     return (
         Execution.objects.select_for_update(no_key=True, of=("self",))
-        .select_related("version")
+        .select_related("version", "workflow")
         .get(pk=execution_id)
     )
 
@@ -219,6 +219,7 @@ def execution_step_settled(
     *,
     execution: Execution,
     state_name: str,
+    sequence: int,
     succeeded: bool,
     result: Any = None,
     error: str = "",
@@ -229,9 +230,11 @@ def execution_step_settled(
     A Task's result is stored under its name, then the state's Next (or the end). A
     failure goes to the first matching catcher's Next, with ``{"Error", "Cause"}``
     stored under the state's name, or ends the execution failed in that state. An
-    execution no longer running, or no longer in that state, does not move.
+    execution no longer running, or no longer at that step (``sequence``: the number of
+    the state entry that wrote it), does not move.
     """
-    if execution.status != ExecutionStatus.RUNNING or execution.state_name != state_name:
+    at_step = execution.state_name == state_name and execution.transitions == sequence
+    if execution.status != ExecutionStatus.RUNNING or not at_step:
         logger.info(
             "execution %s: step of %s ended while the execution is %s in %s; not moving on",
             execution.pk,

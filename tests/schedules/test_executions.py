@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from django.core.exceptions import ValidationError
+from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
 
@@ -394,3 +395,36 @@ def test_steps_of_an_execution_count_up():
     execution = execution_start(workflow=workflow).execution
     run_next(execution)
     assert execution.steps.aggregate(Max("sequence"))["sequence__max"] == 2
+
+
+def test_only_the_step_the_execution_is_at_moves_it():
+    from schedules.services.executions import execution_lock, execution_step_settled
+
+    workflow = workflow_of(
+        {
+            "Pause": {"Type": "Wait", "Seconds": 0, "Next": "Again?"},
+            "Again?": {
+                "Type": "Choice",
+                "Choices": [{"Variable": "$.stop", "IsPresent": False, "Next": "Pause"}],
+                "Default": "Done",
+            },
+            "Done": {"Type": "Succeed"},
+        },
+        "Pause",
+    )
+    execution = execution_start(workflow=workflow).execution
+    run_next(execution)  # Pause -> Again? -> Pause (a second entry of the same state)
+    first, second = execution.steps.order_by("sequence")
+    assert (first.state_name, second.state_name) == ("Pause", "Pause")
+    # The first entry's step, settling late (it cannot, its fence is closed: belt and
+    # braces), does not move the execution: only the step it is at does.
+    with transaction.atomic():
+        execution_step_settled(
+            execution=execution_lock(execution.pk),
+            state_name="Pause",
+            sequence=first.sequence,
+            succeeded=True,
+        )
+    execution.refresh_from_db()
+    assert execution.transitions == 3 and execution.state_name == "Pause"
+    assert execution.steps.count() == 2
