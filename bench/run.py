@@ -836,16 +836,19 @@ def _run_case(case: str, cfg: Config, data_dir: Path, servers: CaseServers) -> d
         else:
             missed_count = len(missed)
         unexpected = sorted(pk for pk in reader.marks if pk not in due and pk not in warm_ids)
-        # Cross-check with the product's own bookkeeping (Run rows).
+        # Cross-check with the product's own bookkeeping (Run rows): the engine's lateness
+        # (from the later of the due time and the arming; the same here, every step is
+        # armed before it is due) and the lateness from the due time.
         runs = list(
             Run.objects.filter(step_id__in=list(due)).values_list(
-                "step_id", "status", "lateness", "started_at"
+                "step_id", "status", "engine_lateness", "started_at", "lateness"
             )
         )
         succeeded = [r for r in runs if r[1] == RunStatus.SUCCEEDED]
         per_step = Counter(r[0] for r in succeeded)
         status_counts = Counter(r[1] for r in runs)
         run_lateness = [r[2].total_seconds() for r in succeeded if r[2] is not None]
+        due_lateness = [r[4].total_seconds() for r in succeeded if r[4] is not None]
         deviation = [
             abs(min(m[2] for m in reader.marks[r[0]]) - r[3].timestamp())
             for r in succeeded
@@ -877,6 +880,7 @@ def _run_case(case: str, cfg: Config, data_dir: Path, servers: CaseServers) -> d
                     "status_counts": dict(status_counts),
                     "steps_with_more_than_one_success": sum(1 for c in per_step.values() if c > 1),
                     "lateness_ms": summary_ms(run_lateness),
+                    "lateness_from_due_ms": summary_ms(due_lateness),
                     "max_abs_mark_vs_run_started_ms": max(deviation) * 1000 if deviation else None,
                 },
                 "rss_mb": {k: v / 2**20 for k, v in sampler.peak.items()},

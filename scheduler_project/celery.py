@@ -84,3 +84,5 @@ def _configure_sqs(settings: Any) -> None:
 
 _configure()
 app.autodiscover_tasks(["workers"])
+import workers.heartbeat  # noqa: E402, F401  (the worker's heartbeat, for the health check)
+from workers import startup  # noqa: E402, F401  (system checks and logging at start)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from email.utils import parseaddr
 from pathlib import Path
 
 import environ
@@ -58,6 +59,7 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "schedules",
     "workers",
+    "health_check",
 ]
 
 MIDDLEWARE = [
@@ -333,24 +335,90 @@ SCHEDULES_SQS_VISIBILITY_TIMEOUT = env.int(
     "SCHEDULES_SQS_VISIBILITY_TIMEOUT", default=int(CELERY_TASK_TIME_LIMIT) + 60
 )
 
+# --- Alerts (docs/alerts.md) -----------------------------------------------------------
+# Who gets Django's mail_admins / mail_managers: "Name <address>" or bare addresses.
+ADMINS = [parseaddr(entry) for entry in env.list("ADMINS", default=[])]
+MANAGERS = [parseaddr(entry) for entry in env.list("MANAGERS", default=[])]
+SERVER_EMAIL = env.str("SERVER_EMAIL", default=DEFAULT_FROM_EMAIL)
+EMAIL_SUBJECT_PREFIX = env.str("EMAIL_SUBJECT_PREFIX", default="[schedules] ")
+# Which events notify, and the built-in notifiers (mail, a global webhook; a job may add
+# its own webhook_url). Each delivery is a row and a Celery task, never part of a run.
+SCHEDULES_NOTIFY_EVENTS = env.list(
+    "SCHEDULES_NOTIFY_EVENTS", default=["job_failed", "run_uncertain", "execution_failed"]
+)
+SCHEDULES_NOTIFY_MAIL = env.list("SCHEDULES_NOTIFY_MAIL", default=[])
+SCHEDULES_NOTIFY_WEBHOOK_URL = env.str("SCHEDULES_NOTIFY_WEBHOOK_URL", default="")
+SCHEDULES_NOTIFY_WEBHOOK_SECRET = env.str("SCHEDULES_NOTIFY_WEBHOOK_SECRET", default="")
+SCHEDULES_NOTIFY_WEBHOOK_TIMEOUT = env.float("SCHEDULES_NOTIFY_WEBHOOK_TIMEOUT", default=5.0)
+SCHEDULES_NOTIFY_MAX_ATTEMPTS = env.int("SCHEDULES_NOTIFY_MAX_ATTEMPTS", default=5)
+SCHEDULES_NOTIFY_RETRY_BASE = env.float("SCHEDULES_NOTIFY_RETRY_BASE", default=10.0)
+SCHEDULES_NOTIFY_RETRY_MAX = env.float("SCHEDULES_NOTIFY_RETRY_MAX", default=600.0)
+SCHEDULES_NOTIFY_QUEUE = env.str("SCHEDULES_NOTIFY_QUEUE", default="")
+SCHEDULES_NOTIFY_BASE_URL = env.str("SCHEDULES_NOTIFY_BASE_URL", default="")
+
+# --- Health and metrics (docs/operations.md) ---------------------------------------------
+# The dispatcher and every worker write a heartbeat this often; a role whose newest beat
+# is older than the stale limit fails its health check.
+SCHEDULES_HEARTBEAT_INTERVAL = env.float("SCHEDULES_HEARTBEAT_INTERVAL", default=5.0)
+SCHEDULES_HEARTBEAT_STALE_AFTER = env.float("SCHEDULES_HEARTBEAT_STALE_AFTER", default=30.0)
+# The AWS engines' health checks make one describe call each, kept this long.
+SCHEDULES_HEALTH_AWS_CACHE_SECONDS = env.float("SCHEDULES_HEALTH_AWS_CACHE_SECONDS", default=60.0)
+# Prometheus multiprocess mode: every process of the deployment (web, dispatcher, worker
+# and its pool) writes its metrics to files in this folder, which /metrics adds up. It
+# must be the same folder for all of them, and emptied when the deployment starts.
+SCHEDULES_METRICS_DIR = env.str("PROMETHEUS_MULTIPROC_DIR", default=str(DATA_DIR / "metrics"))
+Path(SCHEDULES_METRICS_DIR).mkdir(parents=True, exist_ok=True)
+# prometheus_client reads the folder from the environment when it is first imported.
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = SCHEDULES_METRICS_DIR
+# Who may read /metrics: a request carrying "Authorization: Bearer <token>" when a token
+# is set, or one from these networks (CIDR; the address Django sees as REMOTE_ADDR).
+SCHEDULES_METRICS_TOKEN = env.str("SCHEDULES_METRICS_TOKEN", default="")
+SCHEDULES_METRICS_ALLOWED_NETWORKS = env.list(
+    "SCHEDULES_METRICS_ALLOWED_NETWORKS", default=["127.0.0.0/8", "::1/128"]
+)
+
 # --- Logging ------------------------------------------------------------------------
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
-LOG_JSON = env.bool("LOG_JSON", default=PRODUCTION)
+# "plain" (a line of text) or "json" (one JSON object per line, python-json-logger).
+# Every line about a step carries step_id, version, job_id and engine
+# (schedules/logcontext.py). LOG_JSON=true/false, the older spelling, is read only
+# when LOG_FORMAT is not set.
+LOG_FORMAT = env.str(
+    "LOG_FORMAT", default="json" if env.bool("LOG_JSON", default=PRODUCTION) else "plain"
+).lower()
+if LOG_FORMAT not in {"plain", "json"}:
+    raise ImproperlyConfigured(f"LOG_FORMAT must be 'plain' or 'json', not {LOG_FORMAT!r}.")
+# dictConfig(LOGGING), and Python warnings logged too (so they come out as LOG_FORMAT).
+LOGGING_CONFIG = "schedules.logcontext.configure_logging"
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
+    "filters": {
+        # step_id, version, job_id, engine on every record (None when not about a step).
+        "step_context": {"()": "schedules.logcontext.StepContextFilter"},
+    },
     "formatters": {
-        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "plain": {"()": "schedules.logcontext.PlainFormatter"},
         "json": {
             "()": "pythonjsonlogger.json.JsonFormatter",
-            "format": "%(asctime)s %(levelname)s %(name)s %(message)s",
+            "format": "%(asctime)s %(levelname)s %(name)s %(message)s "
+            "%(step_id)s %(version)s %(job_id)s %(engine)s",
         },
     },
     "handlers": {
-        "console": {"class": "logging.StreamHandler", "formatter": "json" if LOG_JSON else "plain"},
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": LOG_FORMAT,
+            "filters": ["step_context"],
+        },
     },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
         "django.db.backends": {"level": "INFO"},
+        # The worker's pool (billiard: "Process ... exited with 'signal 9'"). It does not
+        # propagate, so it needs the handler itself; its INFO lines are per child process.
+        "multiprocessing": {"handlers": ["console"], "level": "WARNING", "propagate": False},
+        # A failed check is in the answer; its traceback would only repeat it.
+        "health_check": {"level": "ERROR"},
     },
 }

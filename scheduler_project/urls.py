@@ -1,16 +1,14 @@
 from django.contrib import admin
-from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect
 from django.urls import include, path
 
-
-def healthz(request: HttpRequest) -> HttpResponse:
-    return HttpResponse("ok", content_type="text/plain")
-
+from schedules import views
 
 urlpatterns = [
     path("", lambda request: redirect("admin:index")),
-    path("healthz", healthz),
+    path("health/", views.health_view, name="health"),
+    path("health/live/", views.live_view, name="health-live"),
+    path("metrics", views.metrics_view, name="metrics"),
     path("admin/", admin.site.urls),
     path("api/", include("schedules.api.urls")),
 ]

@@ -59,12 +59,14 @@ from .models import (
     Execution,
     ExecutionStatus,
     Job,
+    NotificationDelivery,
     PlanStatus,
     Run,
     Step,
     Workflow,
     WorkflowVersion,
 )
+from .notifications.services import notification_resend
 from .selectors import describe_schedule
 from .services.jobs import SCHEDULE_FIELDS
 from .services.transactions import Busy, run_retrying
@@ -701,7 +703,7 @@ class JobAdmin(PlanAdmin[Job]):
     inlines = (JobStepInline, RunInline)
     actions = ("cancel_selected", "run_now", "reschedule_selected")
     add_fieldsets = (
-        (None, {"fields": ("name", "action", "payload")}),
+        (None, {"fields": ("name", "action", "payload", "webhook_url")}),
         ("When", {"fields": ("schedule_type", "due_at", "time_zone", "precision", "max_attempts")}),
         (
             "Recurrence (rate or cron jobs)",
@@ -711,12 +713,12 @@ class JobAdmin(PlanAdmin[Job]):
         POLL_FIELDSET,
     )
     fieldsets = (
-        (None, {"fields": ("name", "action", "payload")}),
+        (None, {"fields": ("name", "action", "payload", "webhook_url")}),
         ("When", {"fields": ("schedule_type", "due_at", "time_zone", "precision", "max_attempts")}),
         ("State", {"fields": ("status", "owner", "created_at", "updated_at")}),
     )
     recurring_fieldsets = (
-        (None, {"fields": ("name", "action", "payload")}),
+        (None, {"fields": ("name", "action", "payload", "webhook_url")}),
         (
             "Rule",
             {
@@ -738,7 +740,15 @@ class JobAdmin(PlanAdmin[Job]):
         ("Policies", {"fields": ("missed_policy", "overlap_policy", "precision", "max_attempts")}),
         ("State", {"fields": ("status", "due_at", "owner", "created_at", "updated_at")}),
     )
-    editable_fields = ("name", "payload", "due_at", "precision", "max_attempts", *SCHEDULE_FIELDS)
+    editable_fields = (
+        "name",
+        "payload",
+        "due_at",
+        "precision",
+        "max_attempts",
+        "webhook_url",
+        *SCHEDULE_FIELDS,
+    )
     fixed_fields = (
         "action",
         "time_zone",
@@ -1045,6 +1055,7 @@ class RunAdmin(ReadOnlyAdmin[Run]):
         "due_at",
         "started_at",
         "lateness_display",
+        "engine_lateness_display",
         "engine",
         "uncertain",
         "step_link",
@@ -1078,10 +1089,21 @@ class RunAdmin(ReadOnlyAdmin[Run]):
                 )
             },
         ),
-        ("Timing", {"fields": ("due_at", "started_at", "finished_at", "lateness_display")}),
+        (
+            "Timing",
+            {
+                "fields": (
+                    "due_at",
+                    "started_at",
+                    "finished_at",
+                    "lateness_display",
+                    "engine_lateness_display",
+                )
+            },
+        ),
         ("Outcome", {"fields": ("result", "error")}),
     )
-    readonly_fields = ("step_link", "owner", "lateness_display")
+    readonly_fields = ("step_link", "owner", "lateness_display", "engine_lateness_display")
 
     def changelist_view(
         self, request: HttpRequest, extra_context: dict[str, Any] | None = None
@@ -1115,6 +1137,11 @@ class RunAdmin(ReadOnlyAdmin[Run]):
     @admin.display(description="lateness")
     def lateness_display(self, run: Run) -> str:
         return format_lateness(run.lateness)
+
+    @admin.display(description="engine's lateness")
+    def engine_lateness_display(self, run: Run) -> str:
+        """From the later of the due time and the moment the engine took the timer."""
+        return format_lateness(run.engine_lateness)
 
 
 # --- Workflows ------------------------------------------------------------------------------------
@@ -1416,6 +1443,99 @@ class ExecutionAdmin(BigTableAdmin[Execution]):
             lambda execution: services.execution_cancel(execution=execution),
             lambda n: (
                 ngettext("%(count)d execution cancelled.", "%(count)d executions cancelled.", n)
+                % {"count": n}
+            ),
+        )
+
+
+# --- Alerts ---------------------------------------------------------------------------------------
+
+
+class CreatedFilter(TimeWindowFilter):
+    title = "created"
+    parameter_name = "created"
+    field = "created_at"
+    windows = PAST_WINDOWS
+
+
+@admin.register(NotificationDelivery)
+class NotificationDeliveryAdmin(ReadOnlyAdmin[NotificationDelivery]):
+    """Each alert sent (or being sent) to one target, with its attempts (docs/alerts.md)."""
+
+    list_display = (
+        "id",
+        "created_at",
+        "event",
+        "notifier",
+        "target",
+        "status",
+        "attempts",
+        "response_status",
+        "about",
+        "error_line",
+        "sent_at",
+    )
+    list_filter = ("status", "event", "notifier", CreatedFilter)
+    list_select_related = ("job",)
+    changelist_defer = ("payload", "job__payload")
+    search_fields = ("id",)
+    search_text = False
+    search_ids = ("pk", "job_id", "run_id", "execution_id")
+    search_help_text = "A delivery id, or the id of its job, run or execution."
+    sortable_by = ("id", "created_at")
+    ordering = ("-created_at",)
+    raw_id_fields = ("job", "run", "execution")
+    actions = ("send_again",)
+    fieldsets = (
+        (None, {"fields": ("event", "notifier", "target", "about", "status")}),
+        (
+            "Attempts",
+            {
+                "fields": (
+                    "attempts",
+                    "last_attempt_at",
+                    "next_attempt_at",
+                    "response_status",
+                    "last_error",
+                    "sent_at",
+                    "created_at",
+                )
+            },
+        ),
+        ("Sent", {"fields": ("payload_json",)}),
+    )
+    readonly_fields = ("about", "payload_json")
+
+    def has_resend_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("schedules.change_notificationdelivery")
+
+    @admin.display(description="about")
+    def about(self, delivery: NotificationDelivery) -> str:
+        """The job (by name), else the execution or run the alert is about."""
+        if delivery.job is not None:
+            return _change_link(Job, delivery.job_id, str(delivery.job))
+        execution = delivery.execution_id
+        if execution is not None:
+            return _change_link(Execution, execution, f"execution {execution}")
+        return _change_link(Run, delivery.run_id, f"run {delivery.run_id}")
+
+    @admin.display(description="last error")
+    def error_line(self, delivery: NotificationDelivery) -> str:
+        lines = delivery.last_error.strip().splitlines()
+        return lines[0][:200] if lines else ""
+
+    @admin.display(description="payload")
+    def payload_json(self, delivery: NotificationDelivery) -> str:
+        return format_html("<pre>{}</pre>", json.dumps(delivery.payload, indent=2))
+
+    @admin.action(description="Send selected alerts again", permissions=["resend"])
+    def send_again(self, request: HttpRequest, queryset: QuerySet[NotificationDelivery]) -> None:
+        self.apply_service(
+            request,
+            queryset.select_related(None).only("pk", "event", "notifier", "target", "status"),
+            lambda delivery: notification_resend(delivery=delivery),
+            lambda n: (
+                ngettext("%(count)d alert queued again.", "%(count)d alerts queued again.", n)
                 % {"count": n}
             ),
         )

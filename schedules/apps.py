@@ -8,9 +8,10 @@ class SchedulesConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from . import checks, workflow_actions  # noqa: F401  (system checks, an action)
+        from . import checks, notifications, workflow_actions  # noqa: F401  (checks, an action)
         from .models import Step
         from .signals import step_deleted, step_saved
 
         post_save.connect(step_saved, sender=Step, dispatch_uid="schedules.step_saved")
         post_delete.connect(step_deleted, sender=Step, dispatch_uid="schedules.step_deleted")
+        notifications.connect()  # alert receivers (docs/alerts.md)

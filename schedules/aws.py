@@ -33,3 +33,24 @@ def aws_client(service: str) -> Any:
 def aws_client_reset() -> None:
     """Forget cached clients (after the environment or settings changed, e.g. in tests)."""
     aws_client.cache_clear()
+
+
+def dead_letter_depth() -> int | None:
+    """Messages waiting in the jobs queue's dead-letter queue (its RedrivePolicy's
+    target), or None when the queue has no redrive policy."""
+    import json
+
+    sqs = aws_client("sqs")
+    attributes = sqs.get_queue_attributes(
+        QueueUrl=settings.SCHEDULES_SQS_QUEUE_URL, AttributeNames=["RedrivePolicy"]
+    ).get("Attributes", {})
+    if "RedrivePolicy" not in attributes:
+        return None
+    dlq_arn = json.loads(attributes["RedrivePolicy"])["deadLetterTargetArn"]
+    # arn:aws:sqs:<region>:<account>:<name>
+    _, _, _, _, account, name = dlq_arn.split(":", 5)
+    url = sqs.get_queue_url(QueueName=name, QueueOwnerAWSAccountId=account)["QueueUrl"]
+    depth = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"])[
+        "Attributes"
+    ]["ApproximateNumberOfMessages"]
+    return int(depth)

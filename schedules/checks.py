@@ -1,12 +1,22 @@
-"""System checks: a bad engine or backend name fails at start-up, not at the first job."""
+"""System checks: a bad engine or backend name fails at start-up, not at the first job.
+
+``manage.py check`` runs them; so do the dispatcher and the Celery worker when they
+start (``startup_checks``), which refuse to start on an error. ``check --deploy`` adds
+warnings about parts that do not belong in production (schedules.W001-W004).
+"""
 
 from __future__ import annotations
 
+import ipaddress
+import logging
+import socket
 from typing import Any
 
 from django.conf import settings
 from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
+
+logger = logging.getLogger(__name__)
 
 
 @checks.register()
@@ -33,7 +43,14 @@ def check_recording_backend(app_configs: Any = None, **kwargs: Any) -> list[chec
     try:
         get_recording_backend()
     except ImproperlyConfigured as exc:
-        return [checks.Error(str(exc), id="schedules.E002")]
+        return [
+            checks.Error(
+                str(exc),
+                hint="Fix SCHEDULES_RECORDING_BACKEND, or SCHEDULES_RECORDING_URL and "
+                "SCHEDULES_RECORDING_ALLOWED_HOSTS (the http backend calls only a listed host).",
+                id="schedules.E002",
+            )
+        ]
     return []
 
 
@@ -81,3 +98,163 @@ def check_timing(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMes
             checks.Error("SCHEDULES_RECOVER_INTERVAL must be positive.", id="schedules.E007")
         )
     return errors
+
+
+# --- Deploy checks (manage.py check --deploy) -------------------------------------------
+
+#: Cache backends that live in one process: each web process would count its own throttles.
+PER_PROCESS_CACHES = (
+    "django.core.cache.backends.locmem.LocMemCache",
+    "django.core.cache.backends.dummy.DummyCache",
+)
+#: Brokers that need no server: a folder of files on this machine, or one process's memory.
+EMBEDDED_BROKERS = ("filesystem://", "memory://")
+#: Cloud instance metadata services (credentials are one GET away from them).
+METADATA_HOSTS = frozenset(
+    {
+        "metadata",
+        "metadata.google.internal",
+        "metadata.goog",
+        "instance-data",
+        "instance-data.ec2.internal",
+    }
+)
+METADATA_ADDRESSES = frozenset(
+    ipaddress.ip_address(a)
+    for a in (
+        "169.254.169.254",  # AWS, Google Cloud, Azure, OpenStack, DigitalOcean, Oracle
+        "169.254.170.2",  # AWS ECS task metadata and credentials
+        "fd00:ec2::254",  # AWS IPv6
+        "100.100.100.200",  # Alibaba Cloud
+        "192.0.0.192",  # Oracle Cloud (older instances)
+    )
+)
+ALLOW_LISTS = ("SCHEDULES_RECORDING_ALLOWED_HOSTS", "SCHEDULES_HTTP_CHECK_ALLOWED_HOSTS")
+
+
+@checks.register(deploy=True)
+def check_deploy_database(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    if settings.DEBUG:
+        return []
+    return [
+        checks.Warning(
+            f"DATABASES[{alias!r}] is SQLite with DEBUG off: one machine's file, with one "
+            "writer at a time, and no FOR UPDATE SKIP LOCKED or LISTEN/NOTIFY for the "
+            "dispatcher.",
+            hint="Set DATABASE_URL to a PostgreSQL database "
+            "(postgres://user:password@host:5432/name).",
+            id="schedules.W001",
+        )
+        for alias, db in settings.DATABASES.items()
+        if db["ENGINE"] == "django.db.backends.sqlite3"
+    ]
+
+
+@checks.register(deploy=True)
+def check_deploy_broker(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    url: str = settings.CELERY_BROKER_URL
+    if settings.DEBUG or not url.startswith(EMBEDDED_BROKERS):
+        return []
+    return [
+        checks.Warning(
+            f"CELERY_BROKER_URL is {url.split('//')[0]}// with DEBUG off: the embedded broker "
+            "serves the processes of one machine only and has no remote control.",
+            hint="Set CELERY_BROKER_URL to Redis (redis://host:6379/0), RabbitMQ "
+            "(amqp://user:password@host:5672//) or SQS (sqs://).",
+            id="schedules.W002",
+        )
+    ]
+
+
+@checks.register(checks.Tags.caches, deploy=True)
+def check_deploy_cache(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    if settings.DEBUG:
+        return []
+    return [
+        checks.Warning(
+            f"CACHES[{alias!r}] is {cache['BACKEND'].rsplit('.', 1)[-1]} with DEBUG off: "
+            "each process keeps its own (or none), so the API's throttles count per process.",
+            hint="Set CACHE_URL to a cache the processes share, e.g. rediscache://host:6379/1.",
+            id="schedules.W003",
+        )
+        for alias, cache in settings.CACHES.items()
+        if cache.get("BACKEND") in PER_PROCESS_CACHES
+    ]
+
+
+def _address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The IP address ``host`` stands for, in any form a resolver takes (``[::1]``,
+    ``fe80::1%eth0``, ``2852039166``, ``0xa9fea9fe``), or None for a host name."""
+    host = host.strip().strip("[]")
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        if not host or not all(c in "0123456789abcdefx." for c in host):
+            return None
+        try:
+            return ipaddress.IPv4Address(socket.inet_aton(host))
+        except OSError:
+            return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+def unsafe_host(host: str) -> str:
+    """Why an allow-listed host opens the way to an instance's secrets, or ``""``."""
+    name = host.strip().strip("[]").rstrip(".").lower()
+    if name in METADATA_HOSTS:
+        return "a cloud metadata service name"
+    address = _address(name)
+    if address is None:
+        return ""
+    if address in METADATA_ADDRESSES:
+        return f"a cloud metadata address ({address})"
+    if address.is_link_local:
+        return f"a link-local address ({address})"
+    return ""
+
+
+@checks.register(checks.Tags.security, deploy=True)
+def check_deploy_allow_lists(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """Whatever DEBUG says: a metadata address on an allow-list is never meant."""
+    warnings: list[checks.CheckMessage] = []
+    for name in ALLOW_LISTS:
+        for host in getattr(settings, name):
+            why = unsafe_host(host)
+            if why:
+                warnings.append(
+                    checks.Warning(
+                        f"{name} holds {host!r}, {why}: a job or the recording service "
+                        "could reach the instance's metadata and its credentials.",
+                        hint=f"Remove {host!r} from {name}; list only the services' own "
+                        "host names.",
+                        id="schedules.W004",
+                    )
+                )
+    return warnings
+
+
+# --- At the start of the worker and the dispatcher -----------------------------------------
+
+
+def startup_checks(process: str) -> None:
+    """Run the system checks ``manage.py`` commands run, at the start of ``process``.
+
+    Each warning is logged; errors are logged as one message naming every error, and
+    the process exits with status 1 (no traceback: the message says what to fix).
+    """
+    messages = [m for m in checks.run_checks() if not m.is_silenced()]
+    for message in messages:
+        if not message.is_serious():
+            logger.warning("system check: %s", message)
+    errors = [m for m in messages if m.is_serious()]
+    if errors:
+        count = f"{len(errors)} error{'s' if len(errors) > 1 else ''}"
+        logger.critical(
+            "the %s cannot start: the system checks found %s:\n%s",
+            process,
+            count,
+            "\n".join(str(error) for error in errors),
+        )
+        raise SystemExit(1)

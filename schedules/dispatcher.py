@@ -34,7 +34,10 @@ from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, connection, connections
 from django.utils import timezone
 
+from . import metrics
 from .engines.local import WAKE_CHANNEL
+from .models import ProcessRole
+from .notifications.services import notifications_requeue_stale
 from .services import (
     LeaseKeeper,
     idempotency_purge_expired,
@@ -50,6 +53,8 @@ from .services import (
     steps_unclaim,
     steps_waiting_report,
 )
+from .services.dispatch import LOCAL
+from .services.heartbeats import heartbeat_beat, heartbeat_forget, heartbeats_purge
 
 logger = logging.getLogger(__name__)
 
@@ -162,6 +167,7 @@ class Dispatcher:
         self.on_batch = on_batch
         self.stats = DispatcherStats()
         self.name = process_name("dispatcher")
+        self.started_at = timezone.now()
         lease: float = settings.SCHEDULES_DISPATCH_LEASE_SECONDS
         self.lease = lease
         self.keeper = LeaseKeeper(self.name, lease=lease, every=lease / 5)
@@ -181,6 +187,7 @@ class Dispatcher:
         down), the claim is given back so the steps are released again as soon as the
         broker answers.
         """
+        began = time.perf_counter()
         rows = steps_claim_due(limit=self.batch_size, holder=self.name, lease=self.lease)
         if rows:
             ids = [pk for pk, _ in rows]
@@ -196,6 +203,9 @@ class Dispatcher:
             self.stats.released += len(rows)
             self.stats.batches += 1
             self.stats.last_batch_at = time.monotonic()
+            metrics.STEPS_RELEASED.labels(LOCAL).inc(len(rows))
+            metrics.DISPATCH_BATCH.observe(len(rows))
+            metrics.DISPATCH_SECONDS.observe(time.perf_counter() - began)
             if self.on_batch:
                 self.on_batch(len(rows))
         return len(rows)
@@ -212,6 +222,8 @@ class Dispatcher:
         armed = steps_arm_pending()
         overdue = steps_release_overdue()
         forgotten = idempotency_purge_expired()
+        heartbeats_purge()
+        notifications_requeue_stale()
         waiting = steps_waiting_report()
         self.stats.sweeps += 1
         if waiting:
@@ -224,6 +236,20 @@ class Dispatcher:
                 forgotten,
             )
 
+    def beat(self) -> None:
+        """Say this dispatcher is alive (its loop turns): the health check reads it."""
+        heartbeat_beat(
+            name=self.name,
+            role=ProcessRole.DISPATCHER,
+            started_at=self.started_at,
+            info={
+                "released": self.stats.released,
+                "batches": self.stats.batches,
+                "errors": self.stats.errors,
+                "database": connection.vendor,
+            },
+        )
+
     def seconds_until_next_due(self) -> float:
         """Until the next step is within the lookahead (when it is claimed and released)."""
         due = steps_next_due_at()
@@ -235,7 +261,8 @@ class Dispatcher:
     def run(self) -> None:
         """Release due steps until ``stop`` is set. Survives database and broker outages."""
         waker: Waker | None = None
-        next_sweep = next_recover = time.monotonic()
+        next_sweep = next_recover = next_beat = time.monotonic()
+        beat_every: float = settings.SCHEDULES_HEARTBEAT_INTERVAL
         next_claim = due_by = 0.0
         recheck = True
         # Steady traffic would otherwise be claimed a few steps at a time, as each
@@ -254,6 +281,9 @@ class Dispatcher:
                 try:
                     if waker is None:
                         waker = self._make_waker()
+                    if time.monotonic() >= next_beat:
+                        self.beat()
+                        next_beat = time.monotonic() + beat_every
                     if time.monotonic() >= next_sweep:
                         self.sweep()  # (with a recovery pass of its own)
                         next_sweep = time.monotonic() + self.sweep_interval
@@ -280,6 +310,7 @@ class Dispatcher:
                         due_by - time.monotonic(),
                         next_sweep - time.monotonic(),
                         next_recover - time.monotonic(),
+                        next_beat - time.monotonic(),
                     )
                     if timeout > 0:
                         recheck = waker.wait(timeout)
@@ -290,6 +321,7 @@ class Dispatcher:
                     # is lost: a failed publish gives its claim back (release_once).
                     failures += 1
                     self.stats.errors += 1
+                    metrics.DISPATCHER_ERRORS.inc()
                     delay = min(ERROR_BACKOFF_MAX, ERROR_BACKOFF_BASE * 2 ** (failures - 1))
                     logger.exception(
                         "dispatcher error (%s in a row); retrying in %.1f s", failures, delay
@@ -305,4 +337,6 @@ class Dispatcher:
             if waker is not None:
                 waker.close()
             self.keeper.stop()
+            with contextlib.suppress(Exception):
+                heartbeat_forget(name=self.name)
             logger.info("dispatcher stopped after releasing %s step(s)", self.stats.released)

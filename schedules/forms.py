@@ -174,6 +174,15 @@ def rate_help() -> str:
     )
 
 
+def webhook_help() -> str:
+    hosts = ", ".join(settings.SCHEDULES_HTTP_CHECK_ALLOWED_HOSTS) or "none"
+    return (
+        "Optional: this job's alerts (a failure, an uncertain run; SCHEDULES_NOTIFY_EVENTS) "
+        "are also POSTed here as signed JSON (docs/alerts.md). Its host must be in "
+        f"SCHEDULES_HTTP_CHECK_ALLOWED_HOSTS, now: {hosts}."
+    )
+
+
 CRON_HELP = (
     "A cron rule: minute hour day-of-month month day-of-week, e.g. 0 9 * * 1-5 (09:00 on "
     "weekdays) or */15 * * * * (every 15 minutes), in the job's time zone. A time skipped by a "
@@ -366,6 +375,7 @@ class JobAddForm(ServiceModelForm[Job]):
             "time_zone",
             "precision",
             "max_attempts",
+            "webhook_url",
             *SCHEDULE_FIELDS,
         )
 
@@ -375,6 +385,7 @@ class JobAddForm(ServiceModelForm[Job]):
             self,
             {
                 "action": action_help,
+                "webhook_url": webhook_help,
                 "payload": payload_help,
                 "due_at": lambda: due_help("When a one-off job runs (leave it empty otherwise)."),
                 "time_zone": time_zone_help,
@@ -400,6 +411,7 @@ class JobAddForm(ServiceModelForm[Job]):
             name=data.get("name", ""),
             time_zone=data["time_zone"],
             owner=self.user,
+            webhook_url=data.get("webhook_url") or "",
             **schedule,
         )
 
@@ -413,7 +425,15 @@ class JobChangeForm(ServiceModelForm[Job]):
 
     class Meta:
         model = Job
-        fields = ("name", "payload", "due_at", "precision", "max_attempts", *SCHEDULE_FIELDS)
+        fields = (
+            "name",
+            "payload",
+            "due_at",
+            "precision",
+            "max_attempts",
+            "webhook_url",
+            *SCHEDULE_FIELDS,
+        )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -427,6 +447,7 @@ class JobChangeForm(ServiceModelForm[Job]):
                 ),
                 "max_attempts": max_attempts_help,
                 "precision": precision_help,
+                "webhook_url": webhook_help,
                 **SCHEDULE_HELPS,
                 "schedule_type": lambda: (
                     "rate or cron. Changing the rule (type, rate, cron, start, end or maximum "
@@ -446,12 +467,14 @@ class JobChangeForm(ServiceModelForm[Job]):
         errors: list[ValidationError] = []
         schedule = self._changes(SCHEDULE_FIELDS)
         if schedule or any(
-            self._changed(n) for n in ("name", "payload", "max_attempts", "precision")
+            self._changed(n)
+            for n in ("name", "payload", "max_attempts", "precision", "webhook_url")
         ):
             payload = (data.get("payload") or {}) if self._changed("payload") else None
             name = data["name"] if self._changed("name") else None
             attempts = data["max_attempts"] if self._changed("max_attempts") else None
             precision = data["precision"] if self._changed("precision") else None
+            webhook = self._changes(("webhook_url",))
             job = _collect(
                 errors,
                 lambda: services.job_update(
@@ -460,6 +483,7 @@ class JobChangeForm(ServiceModelForm[Job]):
                     name=name,
                     max_attempts=attempts,
                     precision=precision,
+                    **webhook,
                     **schedule,
                 ),
                 job,

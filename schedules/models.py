@@ -143,6 +143,12 @@ class Job(models.Model):
     max_attempts = models.PositiveSmallIntegerField(
         default=3, help_text="Attempts before the job is marked failed (transient errors retry)."
     )
+    webhook_url = models.CharField(
+        max_length=2000,
+        blank=True,
+        help_text="Alerts about this job are also POSTed here (docs/alerts.md); its host must "
+        "be in SCHEDULES_HTTP_CHECK_ALLOWED_HOSTS.",
+    )
     status = models.CharField(
         max_length=16, choices=PlanStatus.choices, default=PlanStatus.SCHEDULED, editable=False
     )
@@ -340,6 +346,12 @@ class Step(models.Model):
     armed_engine = models.CharField(
         max_length=32, blank=True, help_text="Engine holding the armed timer (disarmed there)."
     )
+    armed_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="When the engine last took the timer (the engine's lateness counts from "
+        "the later of this and the due time).",
+    )
     arm_error = models.TextField(blank=True)
     arm_failures = models.PositiveIntegerField(default=0)
     attempts = models.PositiveSmallIntegerField(default=0, help_text="Attempts started so far.")
@@ -478,6 +490,13 @@ class Run(models.Model):
     lateness = models.DurationField(
         null=True, blank=True, help_text="Start of the action minus its due time."
     )
+    engine_lateness = models.DurationField(
+        null=True,
+        blank=True,
+        help_text="Start of the action minus the later of its due time and the moment its "
+        "engine took the timer: the engine's own lateness. A job saved after its due time "
+        "is late by the first, not by this.",
+    )
     result = models.JSONField(null=True, blank=True)
     error = models.TextField(blank=True)
     uncertain = models.BooleanField(
@@ -527,6 +546,32 @@ class StreamCheckpoint(models.Model):
 
     def __str__(self) -> str:
         return f"{self.shard_id} @ {self.sequence_number or 'start'}"
+
+
+class ProcessRole(models.TextChoices):
+    DISPATCHER = "dispatcher", "Dispatcher (run_scheduler)"
+    WORKER = "worker", "Celery worker"
+
+
+class Heartbeat(models.Model):
+    """A live dispatcher or worker process, written every SCHEDULES_HEARTBEAT_INTERVAL.
+
+    The health checks read it: a role whose newest beat is older than
+    SCHEDULES_HEARTBEAT_STALE_AFTER is down. A process deletes its row when it stops
+    cleanly; the sweep forgets rows silent for a day.
+    """
+
+    name = models.CharField(max_length=200, unique=True, help_text="role:host:pid")
+    role = models.CharField(max_length=16, choices=ProcessRole.choices)
+    started_at = models.DateTimeField()
+    beat_at = models.DateTimeField(help_text="The newest beat (UTC).")
+    info = models.JSONField(default=dict, blank=True, help_text="What the process reports.")
+
+    class Meta:
+        indexes = [models.Index(fields=["role", "beat_at"], name="heartbeat_role_beat")]
+
+    def __str__(self) -> str:
+        return self.name
 
 
 class IdempotencyRecord(models.Model):
@@ -732,3 +777,80 @@ class Execution(models.Model):
 
     def __str__(self) -> str:
         return f"execution {self.pk} of workflow {self.workflow_id}"
+
+
+class NotificationEvent(models.TextChoices):
+    """The signals of schedules/events.py a notifier can be told about."""
+
+    RUN_FINISHED = "run_finished", "Run finished"
+    JOB_FAILED = "job_failed", "Job failed"
+    RUN_UNCERTAIN = "run_uncertain", "Run uncertain"
+    EXECUTION_FAILED = "execution_failed", "Workflow execution failed"
+
+
+class Notifier(models.TextChoices):
+    MAIL = "mail", "Mail"
+    WEBHOOK = "webhook", "Webhook"
+
+
+class DeliveryStatus(models.TextChoices):
+    PENDING = "pending", "Pending (queued or retrying)"
+    SENT = "sent", "Sent"
+    FAILED = "failed", "Failed"
+
+
+class NotificationDelivery(models.Model):
+    """One alert to one target (schedules/notifications): a mail to the admins or the
+    managers, or a webhook POST. Written by a signal receiver, sent by a Celery task that
+    records each attempt here; never part of a job's run."""
+
+    event = models.CharField(max_length=32, choices=NotificationEvent.choices)
+    notifier = models.CharField(max_length=16, choices=Notifier.choices)
+    target = models.CharField(
+        max_length=2000, help_text="The webhook's URL, or admins or managers for mail."
+    )
+    job = models.ForeignKey(
+        Job, null=True, blank=True, on_delete=models.SET_NULL, related_name="notifications"
+    )
+    run = models.ForeignKey(
+        Run, null=True, blank=True, on_delete=models.SET_NULL, related_name="notifications"
+    )
+    execution = models.ForeignKey(
+        Execution,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="notifications",
+    )
+    payload = models.JSONField(help_text="What is sent: the webhook's JSON body, the mail's facts.")
+    status = models.CharField(
+        max_length=16, choices=DeliveryStatus.choices, default=DeliveryStatus.PENDING
+    )
+    attempts = models.PositiveSmallIntegerField(default=0, help_text="Attempts made so far.")
+    last_error = models.TextField(blank=True, help_text="Why the latest attempt failed.")
+    response_status = models.PositiveSmallIntegerField(
+        null=True, blank=True, help_text="The webhook's HTTP status at the latest attempt."
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_attempt_at = models.DateTimeField(null=True, blank=True)
+    next_attempt_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the next attempt is due (a retry with backoff)."
+    )
+    sent_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name_plural = "notification deliveries"
+        indexes = [
+            models.Index(fields=["created_at"], name="delivery_created"),
+            models.Index(fields=["status", "created_at"], name="delivery_status_created"),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(notifier="webhook") | Q(target__in=["admins", "managers"]),
+                name="delivery_mail_target",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.event} by {self.notifier} to {self.target} ({self.status})"

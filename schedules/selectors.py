@@ -8,6 +8,7 @@ from typing import Protocol
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from . import recurrence
@@ -46,7 +47,10 @@ def lateness_by_engine(
     sample: int = 10_000,
     now: dt.datetime | None = None,
 ) -> list[EngineLateness]:
-    """p50/p95/max lateness per engine over the newest ``sample`` attempts in ``window``.
+    """p50/p95/max of each engine's own lateness over its newest ``sample`` attempts in
+    ``window``: from the later of the due time and the moment the engine took the timer,
+    so a job saved after its due time does not count against the engine (runs recorded
+    before that was kept count with their lateness from the due time).
 
     One indexed query per engine (Run: engine, started_at); skipped deliveries
     are not attempts and are left out.
@@ -62,7 +66,7 @@ def lateness_by_engine(
             )
             .exclude(status=RunStatus.SKIPPED)
             .order_by("-started_at")
-            .values_list("lateness", flat=True)[:sample]
+            .values_list(Coalesce("engine_lateness", "lateness"), flat=True)[:sample]
             if lateness is not None
         )
         report.append(

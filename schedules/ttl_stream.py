@@ -14,6 +14,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from . import metrics
 from .models import StreamCheckpoint
 from .ttl_forwarder import forward_records
 
@@ -123,6 +124,7 @@ class StreamReader:
                 sent, failed = forward_records(records, send=self._send, queue_name=self.queue_name)
                 stats.read += len(records)
                 stats.forwarded += sent
+                metrics.STEPS_RELEASED.labels("dynamodb_ttl").inc(sent)
                 stats.failed += len(failed)
                 done = records
                 if failed:

@@ -45,8 +45,14 @@ def production(**extra: str) -> dict[str, str]:
 
 
 def test_production_passes_check_deploy_with_no_warnings(tmp_path):
+    # With its production parts (the embedded ones warn: tests/schedules/test_deploy_checks.py).
+    parts = {
+        "DATABASE_URL": "postgres://schedules@db.example.com:5432/schedules",
+        "CELERY_BROKER_URL": "redis://redis.example.com:6379/0",
+        "CACHE_URL": "rediscache://redis.example.com:6379/1",
+    }
     result = manage(
-        "check", "--deploy", "--fail-level", "WARNING", env=production(), tmp_path=tmp_path
+        "check", "--deploy", "--fail-level", "WARNING", env=production(**parts), tmp_path=tmp_path
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "System check identified no issues" in result.stdout

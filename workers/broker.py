@@ -90,3 +90,11 @@ class Channel(filesystem.Channel):
 
 class Transport(filesystem.Transport):
     Channel = Channel
+
+    @property
+    def default_connection_params(self) -> dict[str, Any]:
+        # A folder has no host. kombu's virtual transports default to "localhost", and
+        # kombu warns "No hostname was supplied. Reverting to default 'localhost'"
+        # each time Celery copies a filesystem:// connection (every start, every
+        # producer pool); like kombu's SQS transport, declare no default host.
+        return {"port": self.default_port}

@@ -76,3 +76,16 @@ def run_steps(self, pairs: list[list[int]]) -> None:  # type: ignore[no-untyped-
         # Whatever is left (the database stayed away): its lease lapses and the recovery
         # pass releases it again.
         keeper.release(pk for pk, _ in pairs)
+
+
+@shared_task(bind=True, name="schedules.deliver_notification", acks_late=True)
+def deliver_notification(self, delivery_id: int) -> None:  # type: ignore[no-untyped-def]
+    """Make the next attempt of one alert delivery (schedules/notifications), recorded on
+    its row; retried with backoff until SCHEDULES_NOTIFY_MAX_ATTEMPTS. A job's run never
+    waits on this task: it is queued after the run was recorded."""
+    from schedules.notifications.services import notification_deliver
+
+    close_old_connections()
+    delay = notification_deliver(delivery_id=int(delivery_id))
+    if delay is not None:
+        raise self.retry(countdown=delay, max_retries=None)

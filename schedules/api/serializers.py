@@ -74,6 +74,12 @@ class StrictSerializer(serializers.Serializer[Any]):
         return attrs
 
 
+WEBHOOK_HELP = (
+    "Also POST this job's alerts here (docs/alerts.md); empty for none. Its host must be in "
+    "SCHEDULES_HTTP_CHECK_ALLOWED_HOSTS."
+)
+
+
 def _optional_int(help_text: str) -> serializers.IntegerField:
     return serializers.IntegerField(required=False, allow_null=True, help_text=help_text)
 
@@ -142,6 +148,9 @@ class JobCreateSerializer(ScheduleFieldsSerializer):
         max_length=64,
         help_text="IANA zone: a cron rule is read in it; kept for display.",
     )
+    webhook_url = serializers.CharField(
+        required=False, allow_blank=True, default="", help_text=WEBHOOK_HELP
+    )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -162,6 +171,7 @@ class JobUpdateSerializer(ScheduleFieldsSerializer):
         required=False,
         help_text="A recurring job may switch between rate and cron.",
     )
+    webhook_url = serializers.CharField(required=False, allow_blank=True, help_text=WEBHOOK_HELP)
 
 
 class StepSerializer(serializers.ModelSerializer[Step]):
@@ -192,7 +202,13 @@ class StepSerializer(serializers.ModelSerializer[Step]):
 
 
 class RunSerializer(serializers.ModelSerializer[Run]):
-    lateness_seconds = serializers.SerializerMethodField()
+    lateness_seconds = serializers.SerializerMethodField(
+        help_text="Start of the action minus its due time."
+    )
+    engine_lateness_seconds = serializers.SerializerMethodField(
+        help_text="The engine's own lateness: start of the action minus the later of its due "
+        "time and the moment the engine took the timer."
+    )
 
     class Meta:
         model = Run
@@ -210,6 +226,7 @@ class RunSerializer(serializers.ModelSerializer[Run]):
             "started_at",
             "finished_at",
             "lateness_seconds",
+            "engine_lateness_seconds",
             "result",
             "error",
             "uncertain",
@@ -220,6 +237,10 @@ class RunSerializer(serializers.ModelSerializer[Run]):
 
     def get_lateness_seconds(self, run: Run) -> float | None:
         return run.lateness.total_seconds() if run.lateness is not None else None
+
+    def get_engine_lateness_seconds(self, run: Run) -> float | None:
+        late = run.engine_lateness
+        return late.total_seconds() if late is not None else None
 
 
 class JobSerializer(serializers.ModelSerializer[Job]):
@@ -250,6 +271,7 @@ class JobSerializer(serializers.ModelSerializer[Job]):
             "poll_timeout",
             "precision",
             "max_attempts",
+            "webhook_url",
             "status",
             "owner",
             "created_at",

@@ -14,6 +14,7 @@ from django.db import connection
 from django.db.models import QuerySet
 from django.utils import timezone
 
+from .. import metrics
 from ..engines import get_engine
 from ..models import Step, StepState
 from .transactions import run_retrying
@@ -187,6 +188,7 @@ def steps_release_overdue(*, now: dt.datetime | None = None, limit: int = 1000) 
     rows = run_retrying(release, what="releasing overdue steps")
     if rows:
         logger.warning("released %s step(s) overdue on their engine", len(rows))
+        metrics.STEPS_RELEASED_OVERDUE.inc(len(rows))
     steps_publish(rows)
     return len(rows)
 

@@ -37,6 +37,8 @@ from pydantic import ValidationError as PydanticValidationError
 from workers.actions import ActionContext, ActionError, NotDone, TransientError, get_action
 from workers.actions.base import UnknownAction
 
+from .. import events, metrics
+from ..logcontext import step_log_context, step_log_learned
 from ..models import (
     PENDING_STATES,
     Classroom,
@@ -61,7 +63,8 @@ RUN_TABLE = Run._meta.db_table
 CLASSROOM_TABLE = Classroom._meta.db_table
 STEP_COLUMNS = (
     "id, job_id, classroom_id, action, due_at, version, state, lease_until, attempts, "
-    "max_attempts, engine, sequence, poll_number, recurring, holder, execution_id, state_name"
+    "max_attempts, engine, sequence, poll_number, recurring, holder, execution_id, state_name, "
+    "armed_at"
 )
 #: Classroom actions whose outcome changes the classroom's status.
 RECORDING_ACTIONS = ("start_recording", "stop_recording")
@@ -94,6 +97,15 @@ class StepRow:
     holder: str = ""
     execution_id: int | None = None
     state_name: str = ""
+    armed_at: dt.datetime | None = None
+
+    @property
+    def engine_due_at(self) -> dt.datetime:
+        """From when the engine owed the release: the due time, or the moment it took
+        the timer if that was later (a step saved or re-armed after its due time)."""
+        if self.armed_at is not None and self.armed_at > self.due_at:
+            return self.armed_at
+        return self.due_at
 
 
 @dataclass
@@ -150,6 +162,7 @@ def _step_row(row: Sequence[Any]) -> StepRow:
         holder=row[14],
         execution_id=row[15],
         state_name=row[16],
+        armed_at=from_db_datetime(row[17]),
     )
 
 
@@ -551,10 +564,13 @@ def _close_run(run: Run, step: StepRow, outcome: Outcome, started: dt.datetime) 
     run.note = (f"{run.note}; {note}" if run.note and note else run.note or note)[:300]
     run.started_at = started
     run.lateness = started - step.due_at
+    run.engine_lateness = started - step.engine_due_at
     run.finished_at = timezone.now()
 
 
-def _log_outcome(step: StepRow, run: Run, outcome: Outcome) -> None:
+def _recorded(step: StepRow, run: Run, outcome: Outcome) -> None:
+    """A run's outcome is recorded: log it, count it, and tell the application
+    (schedules/events.py; the signals go out once the record has committed)."""
     log = logger.info if outcome.status == RunStatus.SUCCEEDED else logger.warning
     log(
         "step %s v%s on %s: %s attempt %s (late %.1f ms) %s",
@@ -566,6 +582,12 @@ def _log_outcome(step: StepRow, run: Run, outcome: Outcome) -> None:
         run.lateness.total_seconds() * 1000 if run.lateness else 0.0,
         outcome.error.splitlines()[0] if outcome.error else "",
     )
+    metrics.run_recorded(run)
+    events.send_on_commit(events.run_finished, Run, run=run)
+    if run.status == RunStatus.FAILED and run.job_id is not None:
+        events.send_on_commit(events.job_failed, Job, job_id=run.job_id, run=run)
+    if run.uncertain:
+        events.send_on_commit(events.run_uncertain, Run, run=run)
 
 
 def _finish(step: StepRow, run: Run, action_outcome: Outcome, started: dt.datetime) -> Run:
@@ -641,7 +663,7 @@ def _finish(step: StepRow, run: Run, action_outcome: Outcome, started: dt.dateti
             _refresh_owner(step, new_state)
         _close_run(run, step, outcome, started)
         _save_runs([run])
-    _log_outcome(step, run, outcome)
+    _recorded(step, run, outcome)
     return run
 
 
@@ -703,6 +725,7 @@ def _fence_and_claim(
     if step is None:
         logger.info("skipping step %s v%s: the step no longer exists", step_id, version)
         return None
+    step_log_learned(job_id=step.job_id, engine=step.engine)
     if attempted:
         mine = _claimed_before(step, version, attempted[-1], worker)
         if mine is not None:
@@ -741,8 +764,16 @@ def step_execute(
     A stale, cancelled or duplicate delivery is recorded as a skipped run and
     not executed; a delivery that arrives before the due time is held (up to
     SCHEDULES_EARLY_HOLD_MAX) or re-armed. ``worker`` names the holder (default: this
-    process); ``keeper`` renews the step's lease while the action runs.
+    process); ``keeper`` renews the step's lease while the action runs. Every line
+    logged meanwhile carries the step's ids (schedules/logcontext.py).
     """
+    with step_log_context(step_id=step_id, version=version):
+        return _step_execute(step_id=step_id, version=version, worker=worker, keeper=keeper)
+
+
+def _step_execute(
+    *, step_id: int, version: int, worker: str, keeper: LeaseKeeper | None
+) -> Run | None:
     worker = worker or process_name("worker")
     attempted: list[int] = []
     taken = _retry_db(
@@ -941,6 +972,7 @@ SAVED_RUN_COLUMNS = (
     ("note", ""),
     ("started_at", "::timestamptz"),
     ("lateness", "::interval"),
+    ("engine_lateness", "::interval"),
     ("finished_at", "::timestamptz"),
 )
 
@@ -957,6 +989,7 @@ def _save_runs(runs: Sequence[Run]) -> None:
             run.note,
             to_db(Run, "started_at", run.started_at),
             to_db(Run, "lateness", run.lateness),
+            to_db(Run, "engine_lateness", run.engine_lateness),
             to_db(Run, "finished_at", run.finished_at),
         ]
         for run in runs
@@ -1007,7 +1040,10 @@ def _finish_together(done: Sequence[tuple[StepRow, Run, Outcome, dt.datetime]]) 
             runs.append(run)
         _save_runs(runs)
     for step, run, outcome, _ in done:
-        _log_outcome(step, run, outcome)
+        with step_log_context(
+            step_id=step.pk, version=run.version, job_id=step.job_id, engine=step.engine
+        ):
+            _recorded(step, run, outcome)
     return runs
 
 
@@ -1111,21 +1147,24 @@ def _execute_together(
                 version=run.version,
             )
             return [(s.pk, r.version) for s, r in unstarted]
-        outcome, started = _run_action(step, run, payloads.get(step.pk))
-        # The action has run: from here on only the record is tried again, never the action.
-        if _closes_together(step, outcome):
-            together.append((step, run, outcome, started))
-            if time.monotonic() - recorded_at >= RECORD_EVERY:
-                record_together()  # a slow group does not keep finished runs unrecorded
-            continue
-        _retry_db(
-            lambda step=step, run=run, outcome=outcome, started=started: _finish(  # type: ignore[misc]
-                step, run, outcome, started
-            ),
-            what="recording the run",
-            step_id=step.pk,
-            version=run.version,
-        )
+        with step_log_context(
+            step_id=step.pk, version=run.version, job_id=step.job_id, engine=step.engine
+        ):
+            outcome, started = _run_action(step, run, payloads.get(step.pk))
+            # The action has run: from here on only the record is tried again, never the action.
+            if _closes_together(step, outcome):
+                together.append((step, run, outcome, started))
+                if time.monotonic() - recorded_at >= RECORD_EVERY:
+                    record_together()  # a slow group does not keep finished runs unrecorded
+                continue
+            _retry_db(
+                lambda step=step, run=run, outcome=outcome, started=started: _finish(  # type: ignore[misc]
+                    step, run, outcome, started
+                ),
+                what="recording the run",
+                step_id=step.pk,
+                version=run.version,
+            )
     record_together()
     return []
 

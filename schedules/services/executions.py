@@ -27,6 +27,7 @@ from django.db.models import F
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
+from .. import events
 from ..models import (
     PENDING_STATES,
     Execution,
@@ -289,6 +290,8 @@ def _end(
         execution.state_name,
         f": {error}" if error else "",
     )
+    if status == ExecutionStatus.FAILED:
+        events.send_on_commit(events.execution_failed, Execution, execution=execution)
 
 
 class _Walk:

@@ -147,7 +147,9 @@ def step_for(job: Job, due_at: dt.datetime, now: dt.datetime) -> dict[str, Any]:
         recurring=job.schedule_type != ScheduleType.ONCE,
     )
     if written_armed(name, due_at, now):
-        values.update(arm_state=ArmState.ARMED.value, armed_version=1, armed_engine=name)
+        values.update(
+            arm_state=ArmState.ARMED.value, armed_version=1, armed_engine=name, armed_at=now
+        )
     return values
 
 

@@ -29,6 +29,7 @@ from ..models import (
     Step,
     StepState,
 )
+from ..notifications.webhook import check_webhook_url
 from ..validation import (
     Errors,
     check_action_payload,
@@ -294,6 +295,7 @@ def job_validate(
     schedule: Schedule | None = None,
     run_count: int = 0,
     now: dt.datetime | None = None,
+    webhook_url: Any = "",
 ) -> tuple[dict[str, Any], dt.datetime]:
     """Check a job's fields; return the normalized payload and its first due time in UTC.
 
@@ -310,6 +312,7 @@ def job_validate(
         time_zone=time_zone,
         name=name,
     )
+    check_webhook_url(errors, "webhook_url", webhook_url)
     schedule = schedule or Schedule()
     _check_options(errors, action, schedule)
     due = _check_timing(
@@ -330,11 +333,13 @@ def job_schedule(
     name: str = "",
     time_zone: str = "UTC",
     owner: User | None = None,
+    webhook_url: str = "",
     **schedule_fields: Unpack[ScheduleFields],
 ) -> Job:
     """Schedule ``action`` with ``payload``: once at ``due_at`` (timezone-aware), or by a
     rate or cron rule (``schedule_type`` and the other ``Schedule`` fields). Only the
-    first step is created; a recurring job plans each next occurrence as it goes."""
+    first step is created; a recurring job plans each next occurrence as it goes.
+    ``webhook_url`` also receives the job's alerts (docs/alerts.md)."""
     if max_attempts is None:
         max_attempts = settings.SCHEDULES_DEFAULT_MAX_ATTEMPTS
     now = timezone.now()
@@ -349,6 +354,7 @@ def job_schedule(
         name=name,
         schedule=schedule,
         now=now,
+        webhook_url=webhook_url,
     )
     fields = schedule.fields()
     if schedule.schedule_type != ScheduleType.ONCE:
@@ -363,6 +369,7 @@ def job_schedule(
         precision=precision,
         max_attempts=max_attempts,
         owner=owner,
+        webhook_url=(webhook_url or "").strip(),
         **fields,
     )
     # One statement on PostgreSQL, one write transaction on SQLite (services.inserts).
@@ -434,10 +441,11 @@ def job_update(
     name: str | None = None,
     max_attempts: int | None = None,
     precision: str | None = None,
+    webhook_url: str | None = None,
     **schedule_fields: Unpack[ScheduleFields],
 ) -> Job:
-    """Edit a job that has not ended: payload, name, attempts, precision, and for a
-    recurring job its rule and policies; poll limits where the action polls.
+    """Edit a job that has not ended: payload, name, attempts, precision, webhook URL, and
+    for a recurring job its rule and policies; poll limits where the action polls.
 
     The next run reads the new values. A new precision moves the pending step
     to the engine configured for it: the old timer is disarmed and a new one
@@ -478,6 +486,8 @@ def job_update(
         name=job.name if name is None else name,
     )
     _check_options(errors, job.action, schedule)
+    if webhook_url is not None:
+        job.webhook_url = check_webhook_url(errors, "webhook_url", webhook_url)
     first = None
     if rule_changed:
         if schedule.starts_at is None:
@@ -602,6 +612,7 @@ def job_schedule_many(*, jobs: list[dict[str, Any]], owner: User | None = None) 
             "max_attempts",
             "name",
             "time_zone",
+            "webhook_url",
         }
         if unknown:
             errors.add(f"jobs[{index}]", f"unknown field(s): {', '.join(sorted(unknown))}")
@@ -612,6 +623,7 @@ def job_schedule_many(*, jobs: list[dict[str, Any]], owner: User | None = None) 
             "max_attempts": spec.get("max_attempts", settings.SCHEDULES_DEFAULT_MAX_ATTEMPTS),
             "time_zone": spec.get("time_zone", "UTC"),
             "name": spec.get("name", ""),
+            "webhook_url": spec.get("webhook_url") or "",
         }
         try:
             normalized, due = job_validate(
@@ -623,6 +635,7 @@ def job_schedule_many(*, jobs: list[dict[str, Any]], owner: User | None = None) 
                     errors.add(f"jobs[{index}].{field}", message)
             continue
         options["payload"] = normalized
+        options["webhook_url"] = options["webhook_url"].strip()
         rows.append(Job(action=spec["action"], due_at=due, owner=owner, **options))
     errors.raise_if_any()
     # COPY on PostgreSQL, executemany on SQLite; one wake-up (services.inserts).

@@ -108,6 +108,7 @@ def step_plan(step: Step) -> Step:
         return step
     if written_armed(name, step.due_at, timezone.now()):
         step.arm_state, step.armed_version, step.armed_engine = ArmState.ARMED, 1, name
+        step.armed_at = timezone.now()
     (step,) = Step.objects.bulk_create([step])  # no post_save: nothing to sync after
     if step.arm_state == ArmState.ARMED:
         engine.arm(timer_for(step))

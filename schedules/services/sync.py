@@ -19,7 +19,9 @@ from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from .. import metrics
 from ..engines import Timer, TimerNameSpent, get_engine
+from ..logcontext import step_log_context
 from ..models import ArmState, Step, StepState
 
 logger = logging.getLogger(__name__)
@@ -27,6 +29,7 @@ logger = logging.getLogger(__name__)
 CHUNK = 500
 SYNC_FIELDS = (
     "id",
+    "job_id",  # for the log lines about the step
     "version",
     "state",
     "due_at",
@@ -78,9 +81,13 @@ def _update_in_order(ids: list[int], version: int, **fields: object) -> None:
 
 
 def _record_error(step: Step, exc: BaseException) -> None:
-    logger.warning(
-        "engine %s failed to sync step %s v%s: %s", step.engine, step.pk, step.version, exc
-    )
+    metrics.ARM_ERRORS.labels(step.engine).inc()
+    with step_log_context(
+        step_id=step.pk, version=step.version, job_id=step.job_id, engine=step.engine
+    ):
+        logger.warning(
+            "engine %s failed to sync step %s v%s: %s", step.engine, step.pk, step.version, exc
+        )
     Step.objects.filter(pk=step.pk, version=step.version).update(
         arm_state=ArmState.ERROR,
         arm_error=f"{type(exc).__name__}: {exc}"[:2000],
@@ -118,6 +125,7 @@ def _sync_engine_steps(engine_name: str, steps: list[Step], horizon: dt.datetime
     results = engine.arm_many([timer_for(step) for step in to_arm])
     plain: dict[int, list[int]] = defaultdict(list)  # version -> ids armed with no reference
     spent: list[tuple[int, int]] = []
+    armed_at = timezone.now()
     for step in to_arm:
         result = results.get(step.pk, RuntimeError("the engine returned no result"))
         if isinstance(result, TimerNameSpent):
@@ -131,6 +139,7 @@ def _sync_engine_steps(engine_name: str, steps: list[Step], horizon: dt.datetime
                 arm_state=ArmState.ARMED,
                 armed_version=step.version,
                 armed_engine=engine_name,
+                armed_at=armed_at,
                 external_ref=result,
                 arm_error="",
             )
@@ -141,6 +150,7 @@ def _sync_engine_steps(engine_name: str, steps: list[Step], horizon: dt.datetime
             arm_state=ArmState.ARMED,
             armed_version=version,
             armed_engine=engine_name,
+            armed_at=armed_at,
             external_ref="",
             arm_error="",
         )
@@ -195,10 +205,11 @@ def step_disarm_deleted(*, timer: Timer) -> None:
     try:
         get_engine(timer.engine).disarm(timer)
     except Exception as exc:  # noqa: BLE001 - reconcile removes orphans later
-        logger.warning(
-            "engine %s failed to disarm deleted step %s v%s: %s",
-            timer.engine,
-            timer.step_id,
-            timer.version,
-            exc,
-        )
+        with step_log_context(step_id=timer.step_id, version=timer.version, engine=timer.engine):
+            logger.warning(
+                "engine %s failed to disarm deleted step %s v%s: %s",
+                timer.engine,
+                timer.step_id,
+                timer.version,
+                exc,
+            )

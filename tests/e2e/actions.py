@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from workers.actions import ActionContext, register
+from workers.errors import PermanentError
 
 
 class NapPayload(BaseModel):
@@ -19,3 +20,13 @@ class NapPayload(BaseModel):
 def nap(ctx: ActionContext, payload: NapPayload) -> dict[str, Any]:
     time.sleep(payload.seconds)
     return {"slept": payload.seconds, "uncertain": ctx.uncertain}
+
+
+class FailPayload(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    reason: str = "told to fail"
+
+
+@register("fail", payload=FailPayload, description="Fail for good, to see failures counted.")
+def fail(ctx: ActionContext, payload: FailPayload) -> dict[str, Any]:
+    raise PermanentError(payload.reason)

@@ -176,6 +176,8 @@ def start_stack(
         "SCHEDULES_RECORDING_ALLOWED_HOSTS": "127.0.0.1",
         "SCHEDULES_HTTP_CHECK_ALLOWED_HOSTS": "127.0.0.1",
         "PYTHONUNBUFFERED": "1",
+        # The stack's processes add up their metrics here, apart from this process's.
+        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics"),
         **extra_env,
     }
     env.pop("EMAIL_URL", None)

@@ -61,7 +61,9 @@ def test_a_recurring_job_and_its_step_are_the_rows_the_orm_writes(now):
         arm_state=ArmState.ARMED,
         armed_version=1,
         armed_engine="local",
+        armed_at=step.armed_at,
     )
+    assert step.armed_at is not None and step.armed_at >= now
     expected.save()
     expected.refresh_from_db()
     assert columns(step) == columns(expected)

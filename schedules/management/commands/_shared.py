@@ -257,6 +257,13 @@ def add_job_options(parser: CommandParser) -> None:
     )
     parser.add_argument("--owner", metavar="USERNAME", help="User who owns the job.")
     parser.add_argument(
+        "--webhook-url",
+        default="",
+        metavar="URL",
+        help="Also POST the job's alerts here (docs/alerts.md); its host must be in "
+        "SCHEDULES_HTTP_CHECK_ALLOWED_HOSTS.",
+    )
+    parser.add_argument(
         "--json", action="store_true", help="Print the job as JSON instead of its id."
     )
 
@@ -295,6 +302,7 @@ def job_options(options: dict[str, Any]) -> dict[str, Any]:
         "name": options["name"],
         "time_zone": options["time_zone"],
         "owner": get_owner(options["owner"]),
+        "webhook_url": options["webhook_url"],
     }
 
 
@@ -364,6 +372,8 @@ def job_as_dict(job: Job, *, payload: bool = False) -> dict[str, Any]:
             poll_max_checks=job.poll_max_checks,
             poll_timeout=job.poll_timeout,
         )
+    if job.webhook_url:
+        data["webhook_url"] = job.webhook_url
     if payload:
         data["payload"] = job.payload
     data["steps"] = [step_as_dict(step) for step in latest_steps(job)]
@@ -466,6 +476,7 @@ def run_as_dict(run: Run) -> dict[str, Any]:
         "started_at": iso(run.started_at),
         "finished_at": iso(run.finished_at),
         "lateness_seconds": seconds(run.lateness),
+        "engine_lateness_seconds": seconds(run.engine_lateness),
         "uncertain": run.uncertain,
         "error": run.error,
         "note": run.note,

@@ -9,6 +9,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
+from schedules.checks import startup_checks
 from schedules.dispatcher import Dispatcher
 
 
@@ -18,10 +19,17 @@ class Command(BaseCommand):
         "due time. Also releases again the steps of a worker or dispatcher that died and "
         "messages the broker lost (every SCHEDULES_RECOVER_INTERVAL), and arms steps as they "
         "come into the horizon. Safe to run more than once on PostgreSQL. Stops cleanly on "
-        "SIGTERM or SIGINT after the batch in flight."
+        "SIGTERM or SIGINT after the batch in flight. Refuses to start if a system check "
+        "fails (an unknown engine, a recording service outside its allow-list, ...)."
     )
+    # The checks run in handle() (startup_checks), like the Celery worker's: their
+    # warnings and errors are logged, so they come out in LOG_FORMAT.
+    requires_system_checks: list[str] = []
 
     def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument(
+            "--skip-checks", action="store_true", help="Skip the system checks at start."
+        )
         parser.add_argument(
             "--batch-size",
             type=int,
@@ -44,6 +52,8 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        if not options["skip_checks"]:
+            startup_checks("dispatcher")  # exits with status 1 on an error
         stop = threading.Event()
 
         def on_signal(signum: int, frame: FrameType | None) -> None:
