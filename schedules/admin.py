@@ -68,7 +68,6 @@ from .models import (
 )
 from .notifications.services import notification_resend
 from .selectors import describe_schedule
-from .services.jobs import SCHEDULE_FIELDS
 from .services.transactions import Busy, run_retrying
 from .workflow_drawing import definition_svg, execution_svg
 
@@ -537,13 +536,17 @@ class PlanAdmin(BigTableAdmin[M]):
     add_form: type[ServiceModelForm[M]]
     change_form: type[ServiceModelForm[M]]
     add_fieldsets: Any = ()
-    #: Fields the change form edits (through the services) while the plan can change.
-    editable_fields: tuple[str, ...] = ()
     #: Fields shown on the change form that no service changes.
     fixed_fields: tuple[str, ...] = ()
 
     def is_frozen(self, obj: M) -> bool:
         raise NotImplementedError
+
+    @property
+    def editable_fields(self) -> tuple[str, ...]:
+        """Fields the change form edits (through the services) while the plan can change:
+        the change form's own."""
+        return tuple(self.change_form._meta.fields or ())
 
     def changeform_view(
         self,
@@ -740,15 +743,6 @@ class JobAdmin(PlanAdmin[Job]):
         ("Policies", {"fields": ("missed_policy", "overlap_policy", "precision", "max_attempts")}),
         ("State", {"fields": ("status", "due_at", "owner", "created_at", "updated_at")}),
     )
-    editable_fields = (
-        "name",
-        "payload",
-        "due_at",
-        "precision",
-        "max_attempts",
-        "webhook_url",
-        *SCHEDULE_FIELDS,
-    )
     fixed_fields = (
         "action",
         "time_zone",
@@ -919,7 +913,6 @@ class ClassroomAdmin(PlanAdmin[Classroom]):
         ("When", {"fields": ("start", "end", "live_ping_interval", "time_zone", "precision")}),
         ("State", {"fields": ("status", "owner", "created_at", "updated_at")}),
     )
-    editable_fields = ("title", "recording_service_ref", "start", "end", "live_ping_interval")
     fixed_fields = ("time_zone", "precision", "status", "owner", "created_at", "updated_at")
 
     def is_frozen(self, obj: Classroom) -> bool:
@@ -1250,7 +1243,6 @@ class WorkflowAdmin(PlanAdmin[Workflow]):
         ("Running", {"fields": ("precision", "overlap_policy", "rule")}),
         ("Owner and timestamps", {"fields": ("owner", "created_at", "updated_at")}),
     )
-    editable_fields = ("description", "definition", "precision", "overlap_policy")
     fixed_fields = ("name", "version", "drawing", "rule", "owner", "created_at", "updated_at")
 
     def is_frozen(self, obj: Workflow) -> bool:
