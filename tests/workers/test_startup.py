@@ -14,9 +14,9 @@ import time
 from pathlib import Path
 
 import pytest
-from django.db import connection
 
 from schedules.checks import startup_checks
+from tests.e2e.conftest import database_url
 
 ROOT = Path(__file__).resolve().parents[2]
 KOMBU_WARNING = "No hostname was supplied"
@@ -116,18 +116,6 @@ def test_publishing_to_the_folder_broker_makes_no_kombu_hostname_warning(tmp_pat
     assert result.returncode == 0, result.stderr
     assert list((tmp_path / "broker" / "queue").glob("*.msg"))  # it did publish
     assert KOMBU_WARNING not in result.stderr
-
-
-def database_url() -> str:
-    """The test database, for the worker process (its heartbeat writes to it)."""
-    db = connection.settings_dict
-    if db["ENGINE"].endswith("sqlite3"):
-        return f"sqlite:///{db['NAME']}"
-    user = db.get("USER") or "postgres"
-    password = f":{db['PASSWORD']}" if db.get("PASSWORD") else ""
-    host = db.get("HOST") or "127.0.0.1"
-    port = db.get("PORT") or 5432
-    return f"postgres://{user}{password}@{host}:{port}/{db['NAME']}"
 
 
 @pytest.mark.django_db(transaction=True)
