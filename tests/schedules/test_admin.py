@@ -506,7 +506,7 @@ def test_many_refusals_are_summed_up(admin_client):
 
 
 def test_an_action_on_too_many_objects_does_nothing(admin_client, monkeypatch):
-    monkeypatch.setattr(schedules_admin, "ACTION_MAX_OBJECTS", 2)
+    monkeypatch.setattr(schedules_admin.base, "ACTION_MAX_OBJECTS", 2)
     jobs = [make_job() for _ in range(3)]
     response = run_action(admin_client, "job", "cancel_selected", jobs)
     assert messages_of(response) == [("error", "Select at most 2 at once; nothing was done.")]

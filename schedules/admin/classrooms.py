@@ -1,0 +1,124 @@
+"""The admin for classrooms: the recording's start and stop, and the live pings between."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from django import forms
+from django.contrib import admin
+from django.db.models import OuterRef, QuerySet, Subquery
+from django.http import HttpRequest, HttpResponse
+from django.utils.translation import ngettext
+
+from .. import services
+from ..forms import (
+    ClassroomAddForm,
+    ClassroomChangeForm,
+    ShiftClassroomsForm,
+)
+from ..models import (
+    Classroom,
+    Run,
+    Step,
+)
+from .base import (
+    FINAL_PLAN_STATES,
+    PlanAdmin,
+)
+from .filters import (
+    StartFilter,
+)
+from .inlines import (
+    RunInline,
+    StepInline,
+)
+
+
+@admin.register(Classroom)
+class ClassroomAdmin(PlanAdmin[Classroom]):
+    add_form = ClassroomAddForm
+    change_form = ClassroomChangeForm
+    list_display = (
+        "id",
+        "title",
+        "status",
+        "start",
+        "end",
+        "live_ping_interval",
+        "engine",
+        "last_lateness",
+        "recording_service_ref",
+        "owner",
+    )
+    list_display_links = ("id", "title")
+    list_filter = ("status", StartFilter, "precision")
+    list_select_related = ("owner",)
+    search_fields = ("title", "recording_service_ref")
+    search_help_text = "Part of a classroom's title or recording reference, or a classroom id."
+    sortable_by = ("id", "start")
+    ordering = ("-start",)
+    raw_id_fields = ("owner",)
+    inlines = (StepInline, RunInline)
+    actions = ("cancel_selected", "shift_selected")
+    add_fieldsets = (
+        (None, {"fields": ("title", "recording_service_ref")}),
+        ("When", {"fields": ("start", "end", "live_ping_interval", "time_zone", "precision")}),
+    )
+    fieldsets = (
+        (None, {"fields": ("title", "recording_service_ref")}),
+        ("When", {"fields": ("start", "end", "live_ping_interval", "time_zone", "precision")}),
+        ("State", {"fields": ("status", "owner", "created_at", "updated_at")}),
+    )
+    fixed_fields = ("time_zone", "precision", "status", "owner", "created_at", "updated_at")
+
+    def is_frozen(self, obj: Classroom) -> bool:
+        return obj.status in FINAL_PLAN_STATES
+
+    def changelist_queryset(self, queryset: QuerySet[Classroom]) -> QuerySet[Classroom]:
+        latest_step = Step.objects.filter(classroom=OuterRef("pk")).order_by("-pk")
+        latest_run = Run.objects.filter(classroom=OuterRef("pk")).order_by("-pk")
+        return (
+            super()
+            .changelist_queryset(queryset)
+            .annotate(
+                step_engine=Subquery(latest_step.values("engine")[:1]),
+                last_lateness=Subquery(latest_run.values("lateness")[:1]),
+            )
+        )
+
+    @admin.action(description="Move selected classrooms", permissions=["change"])
+    def shift_selected(
+        self, request: HttpRequest, queryset: QuerySet[Classroom]
+    ) -> HttpResponse | None:
+        def apply(form: forms.Form) -> None:
+            by = dt.timedelta(minutes=form.cleaned_data["minutes"])
+            self.apply_service(
+                request,
+                queryset.select_related(None).only("pk", "title"),
+                lambda classroom: services.classroom_shift(classroom=classroom, by=by),
+                lambda n: (
+                    ngettext("%(count)d classroom moved.", "%(count)d classrooms moved.", n)
+                    % {"count": n}
+                ),
+            )
+
+        return self.ask_then_apply(
+            request,
+            queryset,
+            form_class=ShiftClassroomsForm,
+            title="Move classrooms",
+            submit_label="Move",
+            apply=apply,
+        )
+
+    @admin.action(description="Cancel selected classrooms", permissions=["change"])
+    def cancel_selected(self, request: HttpRequest, queryset: QuerySet[Classroom]) -> None:
+        self.apply_service(
+            request,
+            queryset.select_related(None).only("pk", "title"),
+            lambda classroom: services.classroom_cancel(classroom=classroom),
+            lambda n: (
+                ngettext("%(count)d classroom cancelled.", "%(count)d classrooms cancelled.", n)
+                % {"count": n}
+            ),
+        )
