@@ -20,7 +20,7 @@ from django.db import models
 from django.utils import timezone
 from pydantic import ValidationError as PydanticValidationError
 
-from workers.actions import UnknownAction, get_action
+from workers.actions import REGISTRY, Scope, UnknownAction, get_action, job_action_names
 
 from .models import Precision
 
@@ -140,6 +140,25 @@ def _has_nul(value: Any) -> bool:
     if isinstance(value, list):
         return any(_has_nul(v) for v in value)
     return False
+
+
+def check_job_action(errors: Errors, field: str, action: str, *, who: str = "a job") -> None:
+    """Only actions registered for jobs (``Scope.JOB``): not a classroom's recording actions,
+    nor the workflow engine's own. An unknown action is left to ``check_action_payload``."""
+    spec = REGISTRY.get(action) if isinstance(action, str) else None
+    if spec is None or spec.for_jobs:
+        return
+    if spec.scope == Scope.CLASSROOM:
+        rule = (
+            f"{action} is a classroom action: it runs only on a classroom's timeline, which "
+            "builds its payload from the classroom (create a classroom instead)"
+        )
+    else:
+        rule = f"{action} is run by the workflow engine itself, for its own states"
+    errors.add(
+        field,
+        f"{rule}; {who} cannot run it. Actions {who} may run: {', '.join(job_action_names())}",
+    )
 
 
 def check_action_payload(

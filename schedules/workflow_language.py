@@ -35,7 +35,7 @@ from typing import Any
 
 from workers.actions import UnknownAction, get_action
 
-from .validation import Errors, check_action_payload
+from .validation import Errors, check_action_payload, check_job_action
 
 #: Limits of a definition.
 MAX_DEFINITION_BYTES = 64 * 1024
@@ -288,7 +288,15 @@ class _Checker:
     def _check_payload(self, where: str, action: str, payload: Mapping[str, Any]) -> None:
         """A payload without paths is checked by the action's schema as it is; one with
         paths has its paths checked here and its keys against the schema's fields (the
-        values are only known when the state runs, and are checked then)."""
+        values are only known when the state runs, and are checked then). A Task runs
+        what a job may run: not a classroom's recording actions, nor a Wait's own."""
+        scope = Errors()
+        check_job_action(scope, f"{where}.Action", action, who="a Task")
+        for key, messages in scope.by_field.items():
+            for message in messages:
+                self.add(key, message)
+        if scope.by_field:
+            return
         references = list(_references(payload))
         for key, path in references:
             if not is_path(path):

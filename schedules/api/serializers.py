@@ -10,7 +10,7 @@ from django.utils.dateparse import parse_datetime
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from workers.actions import REGISTRY
+from workers.actions import job_action_names
 
 from ..models import (
     RECURRING_SCHEDULE_TYPES,
@@ -27,12 +27,28 @@ from ..models import (
     Workflow,
 )
 from ..selectors import describe_schedule, engine_expected_lateness, job_next_occurrences
+from ..validation import Errors, check_job_action
 
 ISO_FORMAT = "YYYY-MM-DDThh:mm[:ss[.uuuuuu]]±hh:mm or ...Z"
 NAIVE = (
     "must include a time zone offset (a naive date and time is ambiguous): "
     "use e.g. 2026-12-01T09:00:00+01:00 or ...Z for UTC"
 )
+
+
+class JobActionField(serializers.ChoiceField):
+    """The registered actions a job may run; a classroom's or the workflow engine's own
+    action is refused with the rule (``validation.check_job_action``), not as unknown."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(choices=[], **kwargs)
+
+    def to_internal_value(self, data: Any) -> Any:
+        errors = Errors()
+        check_job_action(errors, "action", data)
+        if "action" in errors:
+            raise serializers.ValidationError(errors.by_field["action"])
+        return super().to_internal_value(data)
 
 
 def parse_aware(value: Any) -> dt.datetime:
@@ -125,7 +141,7 @@ class ScheduleFieldsSerializer(StrictSerializer):
 
 
 class JobCreateSerializer(ScheduleFieldsSerializer):
-    action = serializers.ChoiceField(choices=sorted(REGISTRY), help_text="Registered action.")
+    action = JobActionField(help_text="A registered action a job may run (docs/actions.md).")
     payload = serializers.JSONField(
         required=False, default=dict, help_text="Arguments of the action, checked by its schema."
     )
@@ -154,10 +170,11 @@ class JobCreateSerializer(ScheduleFieldsSerializer):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        # Actions registered after import (SCHEDULES_ACTION_MODULES) are choices too.
+        # Actions registered after import (SCHEDULES_ACTION_MODULES) are choices too; a
+        # classroom's and the workflow engine's own actions are not.
         action = self.fields["action"]
         assert isinstance(action, serializers.ChoiceField)
-        action.choices = sorted(REGISTRY)
+        action.choices = job_action_names()
 
 
 class JobUpdateSerializer(ScheduleFieldsSerializer):

@@ -35,6 +35,7 @@ from ..validation import (
     check_action_payload,
     check_choice,
     check_due,
+    check_job_action,
     check_max_attempts,
     check_precision,
     check_time_zone,
@@ -280,6 +281,7 @@ def _check_fields(
     check_precision(errors, "precision", precision)
     check_max_attempts(errors, "max_attempts", max_attempts)
     check_time_zone(errors, "time_zone", time_zone)
+    check_job_action(errors, "action", action)
     return check_action_payload(errors, action, payload)
 
 

@@ -16,9 +16,11 @@ from .base import (
     ActionError,
     NotDone,
     PermanentError,
+    Scope,
     TransientError,
     UnknownAction,
     get_action,
+    job_action_names,
     register,
 )
 
@@ -29,8 +31,10 @@ __all__ = [
     "ActionError",
     "NotDone",
     "PermanentError",
+    "Scope",
     "TransientError",
     "UnknownAction",
     "get_action",
+    "job_action_names",
     "register",
 ]

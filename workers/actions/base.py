@@ -6,6 +6,7 @@ import datetime as dt
 import difflib
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel
@@ -55,6 +56,18 @@ class NotDone:
 ActionFunc = Callable[[ActionContext, Any], dict[str, Any] | NotDone | None]
 
 
+class Scope(StrEnum):
+    """Where an action may be named: what plans the steps that run it."""
+
+    #: A job, and a workflow's Task state (the default).
+    JOB = "job"
+    #: Only a classroom's timeline: its service builds the steps and their payload from the
+    #: classroom (start_recording, live_ping, stop_recording).
+    CLASSROOM = "classroom"
+    #: Only the workflow engine's own steps (workflow_wait, a Wait state).
+    WORKFLOW = "workflow"
+
+
 @dataclass(frozen=True)
 class Action:
     name: str
@@ -65,6 +78,13 @@ class Action:
     has_side_effects: bool = True
     #: Whether the action may return ``NotDone`` (a job running it must set poll limits).
     polls: bool = False
+    #: Where the action may be used: only ``Scope.JOB`` actions are offered to jobs and Tasks.
+    scope: Scope = Scope.JOB
+
+    @property
+    def for_jobs(self) -> bool:
+        """Whether a job (or a workflow's Task) may run it."""
+        return self.scope == Scope.JOB
 
 
 REGISTRY: dict[str, Action] = {}
@@ -77,8 +97,10 @@ def register(
     description: str,
     has_side_effects: bool = True,
     polls: bool = False,
+    scope: Scope = Scope.JOB,
 ) -> Callable[[ActionFunc], ActionFunc]:
-    """Register ``func`` as the action ``name`` with its payload schema."""
+    """Register ``func`` as the action ``name`` with its payload schema; ``scope`` says
+    where it may be used (``Scope.JOB``, the default: jobs and workflow Tasks)."""
 
     def decorator(func: ActionFunc) -> ActionFunc:
         if name in REGISTRY:
@@ -90,10 +112,16 @@ def register(
             description=description,
             has_side_effects=has_side_effects,
             polls=polls,
+            scope=scope,
         )
         return func
 
     return decorator
+
+
+def job_action_names() -> list[str]:
+    """The actions a job may run, sorted (read per call, so late registrations count)."""
+    return sorted(name for name, action in REGISTRY.items() if action.for_jobs)
 
 
 def get_action(name: str) -> Action:

@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from .base import ActionContext, register
+from .base import ActionContext, Scope, register
 
 
 class NoopPayload(BaseModel):
@@ -35,6 +35,7 @@ class WaitPayload(BaseModel):
     description="A workflow's Wait state: does nothing when its time comes; the execution "
     "then moves on.",
     has_side_effects=False,
+    scope=Scope.WORKFLOW,
 )
 def workflow_wait(ctx: ActionContext, payload: WaitPayload) -> None:
     return None

@@ -1,4 +1,8 @@
-"""start_recording, stop_recording, live_ping: calls to the recording backend."""
+"""start_recording, stop_recording, live_ping: calls to the recording backend.
+
+Classroom actions: a classroom's service plans them on its timeline with a payload built
+from the classroom; a job or a workflow Task cannot run them (``Scope.CLASSROOM``).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..backends.recording import get_recording_backend
-from .base import ActionContext, register
+from .base import ActionContext, Scope, register
 
 
 class RecordingPayload(BaseModel):
@@ -29,12 +33,22 @@ def _body(ctx: ActionContext, payload: RecordingPayload) -> dict[str, Any]:
     }
 
 
-@register("start_recording", payload=RecordingPayload, description="Start the class recording.")
+@register(
+    "start_recording",
+    payload=RecordingPayload,
+    description="Start the class recording.",
+    scope=Scope.CLASSROOM,
+)
 def start_recording(ctx: ActionContext, payload: RecordingPayload) -> dict[str, Any]:
     return get_recording_backend().start(_body(ctx, payload))
 
 
-@register("stop_recording", payload=RecordingPayload, description="Stop the class recording.")
+@register(
+    "stop_recording",
+    payload=RecordingPayload,
+    description="Stop the class recording.",
+    scope=Scope.CLASSROOM,
+)
 def stop_recording(ctx: ActionContext, payload: RecordingPayload) -> dict[str, Any]:
     return get_recording_backend().stop(_body(ctx, payload))
 
@@ -44,6 +58,7 @@ def stop_recording(ctx: ActionContext, payload: RecordingPayload) -> dict[str, A
     payload=RecordingPayload,
     description="Tell the recording service the class is still live.",
     has_side_effects=False,
+    scope=Scope.CLASSROOM,
 )
 def live_ping(ctx: ActionContext, payload: RecordingPayload) -> dict[str, Any]:
     return get_recording_backend().ping(_body(ctx, payload))
