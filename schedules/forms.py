@@ -11,8 +11,9 @@ so nothing is kept from a save the user did not see succeed.
 
 from __future__ import annotations
 
+import copy
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from django import forms
@@ -23,14 +24,15 @@ from django.core.exceptions import NON_FIELD_ERRORS, FieldDoesNotExist, Validati
 from django.db import models, transaction
 from django.forms.fields import InvalidJSONInput
 from django.utils import timezone
-from django.utils.html import format_html, format_html_join
+from django.utils.dateparse import parse_datetime
+from django.utils.html import format_html, format_html_join, json_script
 from django.utils.safestring import SafeString, mark_safe
 
-from workers.actions import REGISTRY
+from workers.actions import REGISTRY, job_action_names
 
 from . import services
 from .models import RECURRING_SCHEDULE_TYPES, Classroom, Job, ScheduleType, Workflow
-from .services.jobs import SCHEDULE_FIELDS
+from .services.jobs import NAME_MAX, SCHEDULE_FIELDS
 from .validation import seconds_text
 
 M = TypeVar("M", bound=models.Model)
@@ -79,36 +81,57 @@ def payload_summary(action: str) -> SafeString:
 
 
 def action_choices() -> list[tuple[str, str]]:
-    """The registered actions (read when the form is built, so late registrations count)."""
-    return [(name, name) for name in sorted(REGISTRY)]
+    """The actions a job may run (read when the form is built, so late registrations count):
+    a classroom's recording actions and the workflow engine's own are not offered."""
+    return [("", "---------"), *((name, name) for name in job_action_names())]
 
 
 def action_help() -> SafeString:
-    items = format_html_join(
-        "",
-        "<li><code>{}</code>: {}</li>",
-        ((name, payload_summary(name)) for name in sorted(REGISTRY)),
+    return mark_safe(
+        "What the worker runs when the job is due; the keys of its payload are shown under "
+        "Payload (all of them: docs/actions.md). Only actions a job may run are listed: the "
+        "recording actions run on a classroom's timeline (add a <i>Classroom</i> for them)."
     )
-    return format_html(
-        "The action the worker runs when the job is due, and what its payload needs:<ul>{}</ul>",
-        items,
-    )
+
+
+def action_payload_help(action: str | None) -> SafeString:
+    """The help of one action's payload: its description and keys."""
+    if action is not None and action in REGISTRY:
+        return format_html("<code>{}</code>: {}", action, payload_summary(action))
+    return format_html("{}", "Choose an action to see the keys of its payload.")
 
 
 def payload_help(action: str | None = None) -> SafeString:
+    """What every payload obeys, then the chosen action's keys (the form's script swaps
+    these for the action chosen in the page)."""
     limit = settings.SCHEDULES_MAX_PAYLOAD_BYTES
     text = format_html(
-        "The action's arguments as a JSON object, e.g. <code>{}</code>. It is checked against "
-        "the action's schema when you save, and may be at most {} bytes as compact, "
-        "ASCII-escaped JSON (SCHEDULES_MAX_PAYLOAD_BYTES). It is stored normalized: keys left "
-        "at their default value are dropped. The worker reads it from the database when the "
-        "job runs, so an edit made before then is what runs.",
-        '{"to": ["ada@example.com"], "subject": "Hello", "body": "Hi"}',
+        "The action's arguments as a JSON object; an empty box is <code>{{}}</code>. It is "
+        "checked against the action's schema when you save (and as you type, in the browser), "
+        "and may be at most {} bytes as compact, ASCII-escaped JSON "
+        "(SCHEDULES_MAX_PAYLOAD_BYTES). It is stored normalized: keys left at their default "
+        "value are dropped. The worker reads it from the database when the job runs, so an "
+        "edit made before then is what runs.",
         limit,
     )
-    if action in REGISTRY:
-        return format_html("{}<br><code>{}</code>: {}", text, action, payload_summary(action))
-    return text
+    return format_html(
+        "{}<div data-payload-action-help>{}</div>", text, action_payload_help(action)
+    )
+
+
+def action_editor_data(names: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """What the job form's script knows of each action: its payload's JSON schema (to check
+    the payload in the browser), its help, and whether it polls (to show the poll fields)."""
+    data: dict[str, dict[str, Any]] = {}
+    for name in names:
+        spec = REGISTRY[name]
+        data[name] = {
+            "description": spec.description,
+            "polls": spec.polls,
+            "schema": spec.payload_model.model_json_schema(),
+            "help": str(action_payload_help(name)),
+        }
+    return data
 
 
 def precision_help() -> str:
@@ -123,10 +146,9 @@ def precision_help() -> str:
 
 def time_zone_help() -> str:
     return (
-        "An IANA time zone name such as Europe/Paris: a cron rule is read in it, and it is kept "
-        "for display. It does not change how the date and time fields are read: they are in the "
-        f"admin's time zone, {timezone.get_current_timezone_name()}. Cannot be changed after "
-        "creation."
+        "An IANA time zone name such as Europe/Paris. The date and time fields of this form are "
+        "read in it (and shown in it on the saved object), a cron rule is read in it, and lists "
+        "show the object's times in it, with UTC on hover. Cannot be changed after creation."
     )
 
 
@@ -253,6 +275,31 @@ REPLAN_HELP = (
 # --- Fields ---------------------------------------------------------------------------------------
 
 
+class PayloadEditor(forms.Textarea):
+    """A job's payload box, and what ``schedules/job_form.js`` needs to check it against the
+    chosen action's schema and to show only that action's help: each action's schema and
+    help as JSON (``json_script``, no inline script). The form sets ``actions`` (those the
+    page offers) and, on a change form, ``fixed_action``. Without the script this is the
+    plain box: the service checks the payload when the form is saved, either way."""
+
+    def __init__(self, attrs: dict[str, Any] | None = None) -> None:
+        super().__init__({"rows": 8, "cols": 80, "class": "vLargeTextField", **(attrs or {})})
+        self.actions: list[str] = []
+        self.fixed_action = ""
+
+    def render(
+        self, name: str, value: Any, attrs: dict[str, Any] | None = None, renderer: Any = None
+    ) -> SafeString:
+        attrs = dict(attrs or {})
+        data_id = f"{attrs.get('id') or 'id_' + name}_actions"
+        attrs["data-payload-actions"] = data_id
+        if self.fixed_action:
+            attrs["data-action"] = self.fixed_action
+        box = super().render(name, value, attrs, renderer)
+        known = [action for action in self.actions if action in REGISTRY]
+        return format_html("{}{}", box, json_script(action_editor_data(known), data_id))
+
+
 class PayloadField(forms.JSONField):
     """JSON edited as indented text; an empty box means an empty payload."""
 
@@ -359,11 +406,35 @@ def _set_helps(form: forms.BaseForm, helps: dict[str, Callable[[], str]]) -> Non
             form.fields[name].help_text = help_text()
 
 
+#: A job form's script: only the sections of the chosen schedule type and action, and the
+#: payload checked in the browser (the forms work without it).
+JOB_FORM_JS = "schedules/job_form.js"
+#: Add form fields in sections the script may hide (so not sent) that still have a default.
+DEFAULTED_FIELDS = ("missed_policy", "overlap_policy")
+
+
+def _payload_editor(form: forms.BaseForm) -> PayloadEditor | None:
+    field = form.fields.get("payload")
+    widget = field.widget if field is not None else None
+    return widget if isinstance(widget, PayloadEditor) else None
+
+
+def _chosen_action(form: forms.BaseForm) -> str | None:
+    """The action a bound form was sent with, or an unbound one starts with."""
+    if "action" not in form.fields:
+        return None
+    value = form["action"].value()
+    return value if isinstance(value, str) else None
+
+
 class JobAddForm(ServiceModelForm[Job]):
     """Creates a job with ``services.job_schedule``, owned by the admin user."""
 
     action = forms.ChoiceField(choices=action_choices)
-    payload = PayloadField(required=False, initial=dict)
+    payload = PayloadField(required=False, initial=dict, widget=PayloadEditor)
+
+    class Media:
+        js = (JOB_FORM_JS,)
 
     class Meta:
         model = Job
@@ -386,7 +457,7 @@ class JobAddForm(ServiceModelForm[Job]):
             {
                 "action": action_help,
                 "webhook_url": webhook_help,
-                "payload": payload_help,
+                "payload": lambda: payload_help(_chosen_action(self)),
                 "due_at": lambda: due_help("When a one-off job runs (leave it empty otherwise)."),
                 "time_zone": time_zone_help,
                 "precision": precision_help,
@@ -396,12 +467,21 @@ class JobAddForm(ServiceModelForm[Job]):
         )
         if "due_at" in self.fields:
             self.fields["due_at"].required = False
+        for name in DEFAULTED_FIELDS:
+            if name in self.fields:  # the policies: hidden (not sent) for a one-off job
+                self.fields[name].required = False
         if "max_attempts" in self.fields and not self.is_bound:
             self.fields["max_attempts"].initial = settings.SCHEDULES_DEFAULT_MAX_ATTEMPTS
+        editor = _payload_editor(self)
+        if editor is not None:
+            editor.actions = job_action_names()
 
     def call_service(self) -> Job:
         data = self.cleaned_data
         schedule = {name: data[name] for name in SCHEDULE_FIELDS if name in data}
+        for name in DEFAULTED_FIELDS:
+            if not schedule.get(name):  # not sent: the service's default
+                schedule.pop(name, None)
         return services.job_schedule(
             action=data["action"],
             payload=data.get("payload") or {},
@@ -421,7 +501,10 @@ class JobChangeForm(ServiceModelForm[Job]):
     policies with ``services.job_update``, a one-off job's due time with
     ``services.job_reschedule``; only what changed is sent."""
 
-    payload = PayloadField(required=False)
+    payload = PayloadField(required=False, widget=PayloadEditor)
+
+    class Media:
+        js = (JOB_FORM_JS,)
 
     class Meta:
         model = Job
@@ -460,6 +543,10 @@ class JobChangeForm(ServiceModelForm[Job]):
             field = self.fields["schedule_type"]
             assert isinstance(field, forms.ChoiceField)
             field.choices = RECURRING_SCHEDULE_TYPES
+        editor = _payload_editor(self)
+        if editor is not None:
+            editor.actions = [self.instance.action]
+            editor.fixed_action = self.instance.action
 
     def call_service(self) -> Job:
         job = self.instance
@@ -494,6 +581,55 @@ class JobChangeForm(ServiceModelForm[Job]):
         if errors:
             raise _combined(errors)
         return job
+
+
+#: What a clone copies from a job into the add form, besides its name.
+CLONED_FIELDS = (
+    "action",
+    "payload",
+    "time_zone",
+    "precision",
+    "max_attempts",
+    "webhook_url",
+    *SCHEDULE_FIELDS,
+)
+CLONE_SUFFIX = " (copy)"
+
+
+def job_clone_initial(job: Job) -> dict[str, Any]:
+    """The add form's initial values for a copy of ``job``: what a user gave it (its name
+    marked as a copy), a one-off job's due time, a recurring job's rule from its start.
+    Nothing is written: the copy exists once the user saves the add form."""
+    initial = {name: copy.deepcopy(getattr(job, name)) for name in CLONED_FIELDS}
+    base = job.name or f"job {job.pk}"
+    initial["name"] = base[: NAME_MAX - len(CLONE_SUFFIX)] + CLONE_SUFFIX
+    if not job.is_recurring:
+        initial["due_at"] = job.due_at
+    return {name: value for name, value in initial.items() if value is not None}
+
+
+def job_initial_from_query(initial: dict[str, Any]) -> dict[str, Any]:
+    """Initial values read from the add form's GET parameters (text, as Django reads them):
+    the payload parsed as JSON, the times as ISO 8601 (a value that is neither is dropped)."""
+    parsed = dict(initial)
+    payload = parsed.get("payload")
+    if isinstance(payload, str):
+        try:
+            parsed["payload"] = json.loads(payload)
+        except ValueError:
+            parsed["payload"] = InvalidJSONInput(payload)
+    for name in ("due_at", "starts_at", "ends_at"):
+        value = parsed.get(name)
+        if isinstance(value, str):
+            try:
+                when = parse_datetime(value.strip())
+            except ValueError:
+                when = None
+            if when is None:
+                del parsed[name]
+            else:
+                parsed[name] = when
+    return parsed
 
 
 # --- Classrooms -----------------------------------------------------------------------------------

@@ -12,7 +12,6 @@ scraped, by ``StateCollector``.
 
 from __future__ import annotations
 
-import datetime as dt
 import hmac
 import ipaddress
 import logging
@@ -20,7 +19,6 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from django.conf import settings
-from django.db.models import Count, Max, Min, Q
 from django.utils import timezone
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -133,7 +131,7 @@ class StateCollector(Collector):
     """The gauges that are a state of the database, read when /metrics is scraped."""
 
     def collect(self) -> Iterator[Metric]:
-        from .models import Heartbeat, Step, StepState
+        from . import overview  # the same reads as the admin's overview page
 
         now = timezone.now()
         due = GaugeMetricFamily(
@@ -146,14 +144,9 @@ class StateCollector(Collector):
             "How long the oldest due step has waited for its release.",
             labels=["engine"],
         )
-        for due_row in (
-            Step.objects.filter(state=StepState.SCHEDULED, due_at__lte=now)
-            .order_by()
-            .values("engine")
-            .annotate(count=Count("id"), oldest=Min("due_at"))
-        ):
-            due.add_metric([due_row["engine"]], due_row["count"])
-            oldest.add_metric([due_row["engine"]], (now - due_row["oldest"]).total_seconds())
+        for due_row in overview.steps_due_unreleased(now=now):
+            due.add_metric([due_row.engine], due_row.count)
+            oldest.add_metric([due_row.engine], (now - due_row.oldest_due_at).total_seconds())
         yield due
         yield oldest
         queued = GaugeMetricFamily(
@@ -161,13 +154,8 @@ class StateCollector(Collector):
             "Steps released to the queue that no worker has started yet.",
             labels=["engine"],
         )
-        for queued_row in (
-            Step.objects.filter(state=StepState.QUEUED)
-            .order_by()
-            .values("engine")
-            .annotate(count=Count("id"))
-        ):
-            queued.add_metric([queued_row["engine"]], queued_row["count"])
+        for engine, count in overview.steps_released_unstarted().items():
+            queued.add_metric([engine], count)
         yield queued
         beats = GaugeMetricFamily(
             "schedules_heartbeat_age_seconds",
@@ -179,14 +167,9 @@ class StateCollector(Collector):
             "Processes of each role whose heartbeat is fresh.",
             labels=["role"],
         )
-        stale = now - dt.timedelta(seconds=settings.SCHEDULES_HEARTBEAT_STALE_AFTER)
-        for row in (
-            Heartbeat.objects.order_by()
-            .values("role")
-            .annotate(newest=Max("beat_at"), alive=Count("id", filter=Q(beat_at__gte=stale)))
-        ):
-            beats.add_metric([row["role"]], (now - row["newest"]).total_seconds())
-            processes.add_metric([row["role"]], row["alive"])
+        for row in overview.heartbeat_roles(now=now):
+            beats.add_metric([row.role], (now - row.newest_beat_at).total_seconds())
+            processes.add_metric([row.role], row.alive)
         yield beats
         yield processes
         depth = _dead_letter_depth()

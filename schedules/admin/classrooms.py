@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 from django import forms
 from django.contrib import admin
@@ -21,9 +22,12 @@ from ..models import (
     Run,
     Step,
 )
+from ..timelines import classroom_timeline
 from .base import (
     FINAL_PLAN_STATES,
     PlanAdmin,
+    choice_badge,
+    zoned_time,
 )
 from .filters import (
     StartFilter,
@@ -32,21 +36,22 @@ from .inlines import (
     RunInline,
     StepInline,
 )
+from .timeline import TIMELINE_FIELDSET, TimelineAdmin
 
 
 @admin.register(Classroom)
-class ClassroomAdmin(PlanAdmin[Classroom]):
+class ClassroomAdmin(TimelineAdmin[Classroom], PlanAdmin[Classroom]):
     add_form = ClassroomAddForm
     change_form = ClassroomChangeForm
     list_display = (
         "id",
         "title",
-        "status",
-        "start",
-        "end",
+        "status_badge",
+        "last_lateness",
+        "start_time",
+        "end_time",
         "live_ping_interval",
         "engine",
-        "last_lateness",
         "recording_service_ref",
         "owner",
     )
@@ -55,7 +60,7 @@ class ClassroomAdmin(PlanAdmin[Classroom]):
     list_select_related = ("owner",)
     search_fields = ("title", "recording_service_ref")
     search_help_text = "Part of a classroom's title or recording reference, or a classroom id."
-    sortable_by = ("id", "start")
+    sortable_by = ("id", "start_time")
     ordering = ("-start",)
     raw_id_fields = ("owner",)
     inlines = (StepInline, RunInline)
@@ -68,8 +73,33 @@ class ClassroomAdmin(PlanAdmin[Classroom]):
         (None, {"fields": ("title", "recording_service_ref")}),
         ("When", {"fields": ("start", "end", "live_ping_interval", "time_zone", "precision")}),
         ("State", {"fields": ("status", "owner", "created_at", "updated_at")}),
+        TIMELINE_FIELDSET,
     )
-    fixed_fields = ("time_zone", "precision", "status", "owner", "created_at", "updated_at")
+    fixed_fields = (
+        "time_zone",
+        "precision",
+        "status",
+        "owner",
+        "created_at",
+        "updated_at",
+        "timeline",
+    )
+
+    @admin.display(description="status")
+    def status_badge(self, classroom: Classroom) -> str:
+        return choice_badge(classroom, "status")
+
+    @admin.display(description="start", ordering="start")
+    def start_time(self, classroom: Classroom) -> str:
+        """In the classroom's own zone, to the second (UTC on hover)."""
+        return zoned_time(classroom.start, classroom.time_zone)
+
+    @admin.display(description="end", ordering="end")
+    def end_time(self, classroom: Classroom) -> str:
+        return zoned_time(classroom.end, classroom.time_zone)
+
+    def timeline_data(self, obj: Classroom) -> dict[str, Any]:
+        return classroom_timeline(obj)
 
     def is_frozen(self, obj: Classroom) -> bool:
         return obj.status in FINAL_PLAN_STATES

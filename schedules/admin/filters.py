@@ -28,6 +28,13 @@ class ActionFilter(admin.SimpleListFilter):
         return queryset.filter(action=value) if value else queryset
 
 
+class JobActionFilter(ActionFilter):
+    """The actions a job may run (any other name still works in the URL)."""
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [(name, name) for name in sorted(REGISTRY) if REGISTRY[name].for_jobs]
+
+
 class EngineFilter(admin.SimpleListFilter):
     """The engines named in SCHEDULES_ENGINES; any other name works in the URL."""
 

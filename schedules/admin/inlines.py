@@ -21,7 +21,10 @@ from .base import (
     _InlineFormSet,
     _TabularInline,
     change_link,
+    choice_badge,
     format_lateness,
+    page_time,
+    uncertain_flag,
 )
 
 
@@ -74,7 +77,7 @@ class ReadOnlyInline(_TabularInline[M, Any]):
     extra = 0
     max_num = 0
     can_delete = False
-    showchange_link = True
+    show_change_link = True
     formset = LatestRowsFormSet
     template = "admin/schedules/edit_inline/latest_tabular.html"
     limit = INLINE_ROWS
@@ -102,9 +105,32 @@ class ReadOnlyInline(_TabularInline[M, Any]):
         return False
 
 
-class StepInline(ReadOnlyInline[Step]):
+class StepRows(ReadOnlyInline[Step]):
+    """Steps shown under their job, classroom or execution."""
+
     model = Step
-    fields = ("action", "sequence", "due_at", "state", "version", "engine", "arm_state", "attempts")
+
+    @admin.display(description="state")
+    def state_badge(self, step: Step) -> str:
+        return choice_badge(step, "state")
+
+    @admin.display(description="due at")
+    def due_time(self, step: Step) -> str:
+        return page_time(step.due_at)
+
+
+class StepInline(StepRows):
+    model = Step
+    fields = (
+        "action",
+        "sequence",
+        "due_time",
+        "state_badge",
+        "version",
+        "engine",
+        "arm_state",
+        "attempts",
+    )
     readonly_fields = fields
     ordering = ("-due_at", "-id")
     defer = ("arm_error", "external_ref")
@@ -112,7 +138,7 @@ class StepInline(ReadOnlyInline[Step]):
     verbose_name_plural = "steps (latest due first)"
 
 
-class JobStepInline(ReadOnlyInline[Step]):
+class JobStepInline(StepRows):
     """A job's steps by occurrence and check, newest first: the order of the unique
     (job, sequence, poll_number) index, so a recurring job's millionth occurrence costs
     the same as its first."""
@@ -121,8 +147,8 @@ class JobStepInline(ReadOnlyInline[Step]):
         "action",
         "sequence",
         "poll_number",
-        "due_at",
-        "state",
+        "due_time",
+        "state_badge",
         "version",
         "engine",
         "arm_state",
@@ -139,15 +165,15 @@ class JobStepInline(ReadOnlyInline[Step]):
 class RunInline(ReadOnlyInline[Run]):
     model = Run
     fields = (
-        "started_at",
-        "status",
+        "started_time",
+        "status_badge",
+        "lateness_display",
         "action",
         "step_link",
+        "due_time",
         "attempt",
         "version",
-        "due_at",
-        "lateness_display",
-        "uncertain",
+        "uncertain_display",
         "note",
     )
     readonly_fields = fields
@@ -162,3 +188,19 @@ class RunInline(ReadOnlyInline[Run]):
     @admin.display(description="lateness")
     def lateness_display(self, run: Run) -> str:
         return format_lateness(run.lateness)
+
+    @admin.display(description="status")
+    def status_badge(self, run: Run) -> str:
+        return choice_badge(run, "status")
+
+    @admin.display(description="started at")
+    def started_time(self, run: Run) -> str:
+        return page_time(run.started_at)
+
+    @admin.display(description="due at")
+    def due_time(self, run: Run) -> str:
+        return page_time(run.due_at)
+
+    @admin.display(description="uncertain")
+    def uncertain_display(self, run: Run) -> str:
+        return uncertain_flag(run)

@@ -7,10 +7,13 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.contrib.admin.utils import unquote
 from django.db.models import OuterRef, QuerySet, Subquery
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.urls import reverse
 from django.utils.html import format_html_join
+from django.utils.http import urlencode
 from django.utils.translation import ngettext
 
 from workers.actions import REGISTRY
@@ -20,6 +23,8 @@ from ..forms import (
     JobAddForm,
     JobChangeForm,
     RescheduleJobsForm,
+    job_clone_initial,
+    job_initial_from_query,
 )
 from ..models import (
     Job,
@@ -28,60 +33,90 @@ from ..models import (
     Step,
 )
 from ..selectors import describe_schedule
+from ..timelines import job_timeline
 from .base import (
     FINAL_PLAN_STATES,
     PlanAdmin,
+    choice_badge,
+    zoned_time,
 )
 from .filters import (
-    ActionFilter,
     DueFilter,
+    JobActionFilter,
 )
 from .inlines import (
     JobStepInline,
     RunInline,
 )
+from .timeline import TIMELINE_FIELDSET, TimelineAdmin
 
+# The job form's script (schedules/static/schedules/job_form.js) shows a fieldset with a
+# ``schedule-<type>`` class only for that schedule type, and one with ``action-polls`` only
+# for an action that polls; it disables the fields of a hidden fieldset, so they are not
+# sent. Without the script every fieldset shows, and the services refuse a field of another
+# type as always.
 POLL_FIELDSET = (
     "Polling (actions that poll, e.g. http_check)",
-    {"fields": ("poll_interval", "poll_max_checks", "poll_timeout")},
+    {"fields": ("poll_interval", "poll_max_checks", "poll_timeout"), "classes": ("action-polls",)},
 )
+RECURRING = ("schedule-rate", "schedule-cron")
+RATE_FIELDSET = ("Rate rule", {"fields": (("rate_every", "rate_unit"),), "classes": RECURRING[:1]})
+CRON_FIELDSET = ("Cron rule", {"fields": ("cron",), "classes": RECURRING[1:]})
+#: The query parameter of the add form that prefills it from a job (the "Clone" link).
+CLONE_PARAM = "clone"
+
+
+def _of_type(fieldsets: Any, schedule_type: str) -> Any:
+    """The fieldsets of every schedule type, or of ``schedule_type``."""
+    return tuple(
+        (name, options)
+        for name, options in fieldsets
+        if not any(c.startswith("schedule-") for c in options.get("classes", ()))
+        or f"schedule-{schedule_type}" in options["classes"]
+    )
 
 
 @admin.register(Job)
-class JobAdmin(PlanAdmin[Job]):
+class JobAdmin(TimelineAdmin[Job], PlanAdmin[Job]):
     add_form = JobAddForm
     change_form = JobChangeForm
     list_display = (
         "id",
         "name",
-        "action",
-        "schedule",
-        "status",
-        "due_at",
-        "engine",
+        "status_badge",
         "last_lateness",
+        "due_time",
+        "schedule",
+        "action",
+        "engine",
         "attempts",
         "owner",
     )
     list_display_links = ("id", "name")
-    list_filter = ("status", "schedule_type", DueFilter, ActionFilter, "precision")
+    list_filter = ("status", "schedule_type", DueFilter, JobActionFilter, "precision")
     list_select_related = ("owner",)
     search_fields = ("name", "action")
     search_help_text = "Part of a job's name or action, or a job id."
-    sortable_by = ("id", "due_at")
+    sortable_by = ("id", "due_time")
     ordering = ("-due_at",)
     raw_id_fields = ("owner",)
     changelist_defer = ("payload",)
     inlines = (JobStepInline, RunInline)
-    actions = ("cancel_selected", "run_now", "reschedule_selected")
+    actions = ("cancel_selected", "run_now", "reschedule_selected", "clone_selected")
     add_fieldsets = (
         (None, {"fields": ("name", "action", "payload", "webhook_url")}),
-        ("When", {"fields": ("schedule_type", "due_at", "time_zone", "precision", "max_attempts")}),
+        ("When", {"fields": ("schedule_type", "time_zone", "precision", "max_attempts")}),
+        ("Due time (one-off jobs)", {"fields": ("due_at",), "classes": ("schedule-once",)}),
+        RATE_FIELDSET,
+        CRON_FIELDSET,
         (
-            "Recurrence (rate or cron jobs)",
-            {"fields": ("rate_every", "rate_unit", "cron", "starts_at", "ends_at", "max_runs")},
+            "Rule window (rate or cron jobs)",
+            {"fields": ("starts_at", "ends_at", "max_runs"), "classes": RECURRING},
         ),
-        ("Policies (recurring jobs)", {"fields": ("missed_policy", "overlap_policy")}),
+        (
+            "Policies (rate or cron jobs)",
+            {"fields": ("missed_policy", "overlap_policy"), "classes": RECURRING},
+        ),
         POLL_FIELDSET,
     )
     fieldsets = (
@@ -93,26 +128,16 @@ class JobAdmin(PlanAdmin[Job]):
         (None, {"fields": ("name", "action", "payload", "webhook_url")}),
         (
             "Rule",
-            {
-                "fields": (
-                    "schedule_type",
-                    "rule_description",
-                    "next_occurrences",
-                    "rate_every",
-                    "rate_unit",
-                    "cron",
-                    "time_zone",
-                    "starts_at",
-                    "ends_at",
-                    "max_runs",
-                    "run_count",
-                )
-            },
+            {"fields": ("schedule_type", "rule_description", "next_occurrences", "time_zone")},
         ),
+        RATE_FIELDSET,
+        CRON_FIELDSET,
+        ("Rule window", {"fields": ("starts_at", "ends_at", "max_runs", "run_count")}),
         ("Policies", {"fields": ("missed_policy", "overlap_policy", "precision", "max_attempts")}),
         ("State", {"fields": ("status", "due_at", "owner", "created_at", "updated_at")}),
     )
     fixed_fields = (
+        "timeline",
         "action",
         "time_zone",
         "status",
@@ -128,9 +153,11 @@ class JobAdmin(PlanAdmin[Job]):
         if obj is None:
             return self.add_fieldsets
         fieldsets = self.recurring_fieldsets if obj.is_recurring else self.fieldsets
+        if obj.is_recurring and self.is_frozen(obj):  # its type can no longer change
+            fieldsets = _of_type(fieldsets, obj.schedule_type)
         if obj.action in REGISTRY and REGISTRY[obj.action].polls:
             fieldsets = (*fieldsets[:-1], POLL_FIELDSET, fieldsets[-1])
-        return fieldsets
+        return (*fieldsets, TIMELINE_FIELDSET)
 
     def get_readonly_fields(self, request: HttpRequest, obj: Job | None = None) -> tuple[str, ...]:
         readonly = super().get_readonly_fields(request, obj)
@@ -140,11 +167,23 @@ class JobAdmin(PlanAdmin[Job]):
         # one-off job stays one-off.
         return (*readonly, "due_at" if obj.is_recurring else "schedule_type")
 
+    def timeline_data(self, obj: Job) -> dict[str, Any]:
+        return job_timeline(obj)
+
     def is_frozen(self, obj: Job) -> bool:
         # The services edit a scheduled one-off job, and a recurring job until it ends.
         if obj.is_recurring:
             return obj.status in FINAL_PLAN_STATES
         return obj.status != PlanStatus.SCHEDULED
+
+    @admin.display(description="status")
+    def status_badge(self, job: Job) -> str:
+        return choice_badge(job, "status")
+
+    @admin.display(description="due", ordering="due_at")
+    def due_time(self, job: Job) -> str:
+        """In the job's own zone, to the second (UTC on hover)."""
+        return zoned_time(job.due_at, job.time_zone)
 
     @admin.display(description="schedule")
     def schedule(self, job: Job) -> str:
@@ -242,3 +281,47 @@ class JobAdmin(PlanAdmin[Job]):
                 % {"count": n}
             ),
         )
+
+    def clone_url(self, job_id: int | str) -> str:
+        """The add form prefilled from a job: what "Clone" opens (nothing is saved yet)."""
+        add = reverse(f"admin:{self.opts.app_label}_{self.opts.model_name}_add")
+        return f"{add}?{urlencode({CLONE_PARAM: job_id})}"
+
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        # The "Clone" link of the object tools (templates/admin/schedules/job/change_form.html).
+        context = {"clone_url": self.clone_url(unquote(object_id)), **(extra_context or {})}
+        return super().change_view(request, object_id, form_url, context)
+
+    def get_changeform_initial_data(self, request: HttpRequest) -> dict[str, Any]:
+        """Django's initial values from the GET parameters (the payload as JSON, times as
+        ISO 8601), over a copy of the job named by ``?clone=<id>``."""
+        initial = job_initial_from_query(super().get_changeform_initial_data(request))
+        source = initial.pop(CLONE_PARAM, None)
+        if source is None:
+            return initial
+        job = self.get_object(request, str(source))
+        if job is None or not self.has_view_or_change_permission(request, job):
+            self.message_user(
+                request, f"No job with id {source!r} to copy: the form is empty.", messages.WARNING
+            )
+            return initial
+        return {**job_clone_initial(job), **initial}
+
+    @admin.action(description="Clone selected job", permissions=["add"])
+    def clone_selected(self, request: HttpRequest, queryset: QuerySet[Job]) -> HttpResponse | None:
+        pks = list(queryset.values_list("pk", flat=True)[:2])
+        if len(pks) != 1:
+            self.message_user(
+                request,
+                "Select exactly one job to clone: its copy opens in the add form. Nothing was "
+                "cloned.",
+                messages.ERROR,
+            )
+            return None
+        return HttpResponseRedirect(self.clone_url(pks[0]))

@@ -20,6 +20,7 @@ from ..notifications.services import notification_resend
 from .base import (
     ReadOnlyAdmin,
     change_link,
+    choice_badge,
 )
 from .filters import (
     PAST_WINDOWS,
@@ -44,7 +45,7 @@ class NotificationDeliveryAdmin(ReadOnlyAdmin[NotificationDelivery]):
         "event",
         "notifier",
         "target",
-        "status",
+        "status_badge",
         "attempts",
         "response_status",
         "about",
@@ -94,6 +95,10 @@ class NotificationDeliveryAdmin(ReadOnlyAdmin[NotificationDelivery]):
         if execution is not None:
             return change_link(Execution, execution, f"execution {execution}")
         return change_link(Run, delivery.run_id, f"run {delivery.run_id}")
+
+    @admin.display(description="status")
+    def status_badge(self, delivery: NotificationDelivery) -> str:
+        return choice_badge(delivery, "status")
 
     @admin.display(description="last error")
     def error_line(self, delivery: NotificationDelivery) -> str:

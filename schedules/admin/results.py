@@ -15,9 +15,11 @@ from ..models import (
 from .base import (
     ReadOnlyAdmin,
     change_link,
+    choice_badge,
     format_lateness,
     owner_link,
     timer_link,
+    uncertain_flag,
 )
 from .filters import (
     ActionFilter,
@@ -36,12 +38,12 @@ class StepAdmin(ReadOnlyAdmin[Step]):
         "id",
         "action",
         "owner",
-        "state",
+        "state_badge",
         "due_at",
         "engine",
         "expected_lateness",
         "version",
-        "arm_state",
+        "arm_state_badge",
         "timer",
         "attempts_display",
     )
@@ -83,6 +85,14 @@ class StepAdmin(ReadOnlyAdmin[Step]):
     def owner(self, step: Step) -> str:
         return owner_link(step)
 
+    @admin.display(description="state")
+    def state_badge(self, step: Step) -> str:
+        return choice_badge(step, "state")
+
+    @admin.display(description="arm state")
+    def arm_state_badge(self, step: Step) -> str:
+        return choice_badge(step, "arm_state")
+
     @admin.display(description="expected lateness")
     def expected_lateness(self, step: Step) -> str:
         return selectors.engine_expected_lateness(step.engine)
@@ -100,18 +110,18 @@ class StepAdmin(ReadOnlyAdmin[Step]):
 class RunAdmin(ReadOnlyAdmin[Run]):
     list_display = (
         "id",
-        "status",
-        "action",
-        "attempt",
-        "version",
-        "due_at",
-        "started_at",
-        "lateness_display",
+        "status_badge",
         "engine_lateness_display",
+        "lateness_display",
+        "started_at",
+        "due_at",
+        "action",
         "engine",
-        "uncertain",
+        "uncertain_display",
         "step_link",
         "owner",
+        "attempt",
+        "version",
         "worker",
     )
     list_filter = ("status", StartedFilter, ActionFilter, EngineFilter, "uncertain")
@@ -181,6 +191,14 @@ class RunAdmin(ReadOnlyAdmin[Run]):
     @admin.display(description="step")
     def step_link(self, run: Run) -> str:
         return change_link(Step, run.step_id, f"step {run.step_id}")
+
+    @admin.display(description="status")
+    def status_badge(self, run: Run) -> str:
+        return choice_badge(run, "status")
+
+    @admin.display(description="uncertain")
+    def uncertain_display(self, run: Run) -> str:
+        return uncertain_flag(run)
 
     @admin.display(description="job or classroom")
     def owner(self, run: Run) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from django import forms
 from django.contrib import admin
@@ -29,24 +30,35 @@ from ..models import (
     WorkflowVersion,
 )
 from ..selectors import describe_schedule
+from ..timelines import execution_timeline
 from ..workflow_drawing import definition_svg, execution_svg
 from .base import (
     BigTableAdmin,
     PlanAdmin,
     ReadOnlyAdmin,
     change_link,
+    choice_badge,
 )
 from .inlines import (
     ReadOnlyInline,
     RunInline,
+    StepRows,
 )
+from .timeline import TIMELINE_FIELDSET, TimelineAdmin
 
 
 class WorkflowExecutionInline(ReadOnlyInline[Execution]):
     """The workflow's newest executions."""
 
     model = Execution
-    fields = ("started_at", "status", "state_name", "version_number", "error", "finished_at")
+    fields = (
+        "started_at",
+        "status_badge",
+        "state_name",
+        "version_number",
+        "error",
+        "finished_at",
+    )
     readonly_fields = fields
     ordering = ("-started_at", "-id")
     defer = ("input", "data", "history", "version__definition")
@@ -59,12 +71,16 @@ class WorkflowExecutionInline(ReadOnlyInline[Execution]):
     def version_number(self, execution: Execution) -> int:
         return execution.version.version
 
+    @admin.display(description="status")
+    def status_badge(self, execution: Execution) -> str:
+        return choice_badge(execution, "status")
 
-class ExecutionStepInline(ReadOnlyInline[Step]):
+
+class ExecutionStepInline(StepRows):
     """Each Task and Wait the execution entered, latest first."""
 
     model = Step
-    fields = ("state_name", "action", "due_at", "state", "version", "engine", "attempts")
+    fields = ("state_name", "action", "due_time", "state_badge", "version", "engine", "attempts")
     readonly_fields = fields
     ordering = ("-sequence",)
     defer = ("arm_error", "external_ref", "payload")
@@ -76,14 +92,14 @@ class ExecutionRunInline(RunInline):
     """Each state's runs, with their lateness and errors."""
 
     fields = (
-        "started_at",
+        "started_time",
         "state",
-        "status",
+        "status_badge",
         "action",
         "step_link",
         "attempt",
         "lateness_display",
-        "uncertain",
+        "uncertain_display",
         "error_line",
         "note",
     )
@@ -215,14 +231,14 @@ class WorkflowVersionAdmin(ReadOnlyAdmin[WorkflowVersion]):
 
 
 @admin.register(Execution)
-class ExecutionAdmin(BigTableAdmin[Execution]):
+class ExecutionAdmin(TimelineAdmin[Execution], BigTableAdmin[Execution]):
     """Executions are written by the services and the worker; shown, and cancelled here."""
 
     list_display = (
         "id",
         "workflow",
         "version_number",
-        "status",
+        "status_badge",
         "state_name",
         "started_at",
         "finished_at",
@@ -253,6 +269,7 @@ class ExecutionAdmin(BigTableAdmin[Execution]):
             },
         ),
         ("States entered", {"fields": ("history_table",)}),
+        TIMELINE_FIELDSET,
         ("Data", {"fields": ("input_json", "data_json")}),
         (
             "Start",
@@ -268,6 +285,7 @@ class ExecutionAdmin(BigTableAdmin[Execution]):
         "cause",
         "drawing",
         "history_table",
+        "timeline",
         "input_json",
         "data_json",
         "start_key",
@@ -280,6 +298,9 @@ class ExecutionAdmin(BigTableAdmin[Execution]):
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
+    def timeline_data(self, obj: Execution) -> dict[str, Any]:
+        return execution_timeline(obj)
+
     def has_delete_permission(self, request: HttpRequest, obj: Execution | None = None) -> bool:
         return False
 
@@ -289,6 +310,10 @@ class ExecutionAdmin(BigTableAdmin[Execution]):
     @admin.display(description="version")
     def version_number(self, execution: Execution) -> int:
         return execution.version.version
+
+    @admin.display(description="status")
+    def status_badge(self, execution: Execution) -> str:
+        return choice_badge(execution, "status")
 
     @admin.display(description="states")
     def drawing(self, execution: Execution) -> str:

@@ -67,7 +67,7 @@ def test_the_run_list_shows_lateness_by_engine(admin_client):
     response = admin_client.get(reverse("admin:schedules_run_changelist"))
     page = response.content.decode()
     assert "Lateness by engine, last 24 hours" in page
-    assert "<td>local</td><td>3</td><td>+0.010 s</td><td>+0.015 s</td><td>+0.015 s</td>" in page
+    assert "<td>local</td><td>3</td><td>+10 ms</td><td>+15 ms</td><td>+15 ms</td>" in page
 
 
 def test_the_step_list_shows_the_engine_and_its_expected_lateness(admin_client):
