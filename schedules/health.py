@@ -33,22 +33,22 @@ def _closing_connection(func: Callable[[], None]) -> None:
         connection.close()
 
 
-def _heartbeat_check(role: str, what: str) -> None:
+def _heartbeat_check(role: str) -> None:
     from .models import Heartbeat
+    from .services.heartbeats import heartbeat_problem
 
-    stale_after: float = settings.SCHEDULES_HEARTBEAT_STALE_AFTER
     try:
         newest = Heartbeat.objects.filter(role=role).order_by("-beat_at").first()
     except DatabaseError as exc:
         raise ServiceUnavailable(f"the heartbeats cannot be read: {type(exc).__name__}") from exc
-    if newest is None:
-        raise ServiceUnavailable(f"no {what} is running (none has written a heartbeat)")
-    age = (timezone.now() - newest.beat_at).total_seconds()
-    if age > stale_after:
-        raise ServiceUnavailable(
-            f"no {what} has written a heartbeat for {age:.0f} s (stale after "
-            f"{stale_after:g} s; the newest was {newest.name})"
-        )
+    problem = heartbeat_problem(
+        role,
+        newest.beat_at if newest is not None else None,
+        now=timezone.now(),
+        newest_name=newest.name if newest is not None else "",
+    )
+    if problem is not None:
+        raise ServiceUnavailable(problem)
 
 
 @dataclasses.dataclass
@@ -56,7 +56,7 @@ class Dispatcher(HealthCheck):
     """A run_scheduler process has beaten lately (its loop writes the beat)."""
 
     def run(self) -> None:
-        _closing_connection(lambda: _heartbeat_check("dispatcher", "dispatcher (run_scheduler)"))
+        _closing_connection(lambda: _heartbeat_check("dispatcher"))
 
 
 @dataclasses.dataclass
@@ -64,7 +64,7 @@ class Workers(HealthCheck):
     """At least one Celery worker has beaten lately."""
 
     def run(self) -> None:
-        _closing_connection(lambda: _heartbeat_check("worker", "Celery worker"))
+        _closing_connection(lambda: _heartbeat_check("worker"))
 
 
 @dataclasses.dataclass

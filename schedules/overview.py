@@ -35,6 +35,7 @@ from .models import (
     Step,
     StepState,
 )
+from .services.heartbeats import heartbeat_problem
 
 #: The windows each chart offers: (window, bucket).
 LATENESS_WINDOWS = {
@@ -473,36 +474,18 @@ def processes_health(*, now: dt.datetime) -> tuple[list[RoleHealth], list[Proces
     roles = []
     for role in ProcessRole:
         row = beats.get(role.value)
-        what = "dispatcher (run_scheduler)" if role == ProcessRole.DISPATCHER else "Celery worker"
-        if row is None:
-            roles.append(
-                RoleHealth(
-                    role=role.value,
-                    label=str(role.label),
-                    ok=False,
-                    alive=0,
-                    newest_beat_at=None,
-                    age_seconds=None,
-                    message=f"no {what} is running (none has written a heartbeat)",
-                )
-            )
-            continue
-        age = (now - row.newest_beat_at).total_seconds()
-        ok = age <= stale_after
+        newest = row.newest_beat_at if row is not None else None
+        alive = row.alive if row is not None else 0
+        problem = heartbeat_problem(role.value, newest, now=now)
         roles.append(
             RoleHealth(
                 role=role.value,
                 label=str(role.label),
-                ok=ok,
-                alive=row.alive,
-                newest_beat_at=row.newest_beat_at,
-                age_seconds=round(age, 1),
-                message=(
-                    f"{row.alive} alive"
-                    if ok
-                    else f"no {what} has written a heartbeat for {age:.0f} s "
-                    f"(stale after {stale_after:g} s)"
-                ),
+                ok=problem is None,
+                alive=alive,
+                newest_beat_at=newest,
+                age_seconds=None if newest is None else round((now - newest).total_seconds(), 1),
+                message=problem or f"{alive} alive",
             )
         )
     stale = now - dt.timedelta(seconds=stale_after)

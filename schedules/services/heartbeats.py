@@ -14,14 +14,38 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from django.conf import settings
 from django.db import close_old_connections, connection
 from django.utils import timezone
 
-from ..models import Heartbeat
+from ..models import Heartbeat, ProcessRole
 
 logger = logging.getLogger(__name__)
 
 FORGET_AFTER = dt.timedelta(days=1)
+#: How the health messages name each role.
+ROLE_NAMES = {
+    ProcessRole.DISPATCHER: "dispatcher (run_scheduler)",
+    ProcessRole.WORKER: "Celery worker",
+}
+
+
+def heartbeat_problem(
+    role: str, newest_beat_at: dt.datetime | None, *, now: dt.datetime, newest_name: str = ""
+) -> str | None:
+    """Why ``role`` counts as down, or None while its newest beat is younger than
+    SCHEDULES_HEARTBEAT_STALE_AFTER: the rule of the health checks and of the overview."""
+    what = ROLE_NAMES[ProcessRole(role)]
+    if newest_beat_at is None:
+        return f"no {what} is running (none has written a heartbeat)"
+    stale_after: float = settings.SCHEDULES_HEARTBEAT_STALE_AFTER
+    age = (now - newest_beat_at).total_seconds()
+    if age <= stale_after:
+        return None
+    newest = f"; the newest was {newest_name}" if newest_name else ""
+    return (
+        f"no {what} has written a heartbeat for {age:.0f} s (stale after {stale_after:g} s{newest})"
+    )
 
 
 def heartbeat_beat(
