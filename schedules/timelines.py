@@ -25,7 +25,8 @@ TIMELINE_STEPS = 2000
 TIMELINE_UPCOMING = 20
 
 
-def _ms(when: dt.datetime) -> int:
+def epoch_ms(when: dt.datetime) -> int:
+    """Epoch milliseconds: the charts' x axis."""
     return int(when.timestamp() * 1000)
 
 
@@ -71,10 +72,10 @@ def _step_points(
         points.append(
             {
                 "row": row_of(step),
-                "x": _ms(step.due_at),
+                "x": epoch_ms(step.due_at),
                 "state": step.state,
                 "run_status": run["status"] if run else None,
-                "started": _ms(run["started_at"]) if run else None,
+                "started": epoch_ms(run["started_at"]) if run else None,
                 "lateness_ms": _lateness_ms(run),
                 "label": f"step {step.pk}",
                 "url": reverse("admin:schedules_step_change", args=[step.pk]),
@@ -90,7 +91,7 @@ def _timeline(
     return {
         "rows": [row for row in rows if row in present] + sorted(present.difference(rows)),
         "points": points,
-        "now": _ms(timezone.now()),
+        "now": epoch_ms(timezone.now()),
         "zone": zone,
         "truncated": truncated,
         "limit": TIMELINE_STEPS,
@@ -120,12 +121,12 @@ def job_timeline(job: Job) -> dict[str, Any]:
     )
     planned = {point["x"] for point in points}
     for when in job_next_occurrences(job, count=TIMELINE_UPCOMING):
-        if _ms(when) in planned:
+        if epoch_ms(when) in planned:
             continue  # the pending step already stands for it
         points.append(
             {
                 "row": "next by the rule",
-                "x": _ms(when),
+                "x": epoch_ms(when),
                 "state": "upcoming",
                 "run_status": None,
                 "started": None,

@@ -118,9 +118,16 @@ def badge(value: str, label: str | None = None) -> str:
     return format_html('<span class="badge badge-{}">{}</span>', tone, label or value)
 
 
-def choice_badge(obj: models.Model, field: str) -> str:
-    """The badge of a choices field, labelled with its value (what filters and the API use)."""
-    return badge(getattr(obj, field))
+def badge_column(field: str, description: str) -> Callable[[Any, Any], str]:
+    """A list or read-only column showing the choices ``field`` as a badge, labelled with
+    its value (what filters and the API use): ``status_badge = badge_column("status",
+    "status")`` on an admin or inline."""
+
+    @admin.display(description=description)
+    def column(model_admin: Any, obj: Any) -> str:
+        return badge(getattr(obj, field))
+
+    return column
 
 
 def uncertain_flag(run: Any) -> str:
@@ -190,13 +197,20 @@ def change_link(model: type[models.Model], pk: int | None, label: str) -> str:
     return format_html('<a href="{}">{}</a>', url, label)
 
 
+def owner_of(obj: Any) -> tuple[type[models.Model], int | None]:
+    """The model and id of the job, execution or classroom a step or run (or a row with
+    their ``job_id``, ``execution_id`` and ``classroom_id``) belongs to."""
+    if obj.job_id is not None:
+        return Job, obj.job_id
+    if obj.execution_id is not None:
+        return Execution, obj.execution_id
+    return Classroom, obj.classroom_id
+
+
 def owner_link(obj: Step | Run) -> str:
     """The job, classroom or execution a step or run belongs to, from the ids alone."""
-    if obj.job_id is not None:
-        return change_link(Job, obj.job_id, f"job {obj.job_id}")
-    if obj.execution_id is not None:
-        return change_link(Execution, obj.execution_id, f"execution {obj.execution_id}")
-    return change_link(Classroom, obj.classroom_id, f"classroom {obj.classroom_id}")
+    model, pk = owner_of(obj)
+    return change_link(model, pk, f"{model._meta.model_name} {pk}")
 
 
 def timer_link(step: Step) -> str:

@@ -26,7 +26,7 @@ from ..timelines import classroom_timeline
 from .base import (
     FINAL_PLAN_STATES,
     PlanAdmin,
-    choice_badge,
+    badge_column,
     zoned_time,
 )
 from .filters import (
@@ -85,9 +85,7 @@ class ClassroomAdmin(TimelineAdmin[Classroom], PlanAdmin[Classroom]):
         "timeline",
     )
 
-    @admin.display(description="status")
-    def status_badge(self, classroom: Classroom) -> str:
-        return choice_badge(classroom, "status")
+    status_badge = badge_column("status", "status")
 
     @admin.display(description="start", ordering="start")
     def start_time(self, classroom: Classroom) -> str:

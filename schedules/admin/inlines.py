@@ -20,8 +20,8 @@ from .base import (
     M,
     _InlineFormSet,
     _TabularInline,
+    badge_column,
     change_link,
-    choice_badge,
     format_lateness,
     page_time,
     uncertain_flag,
@@ -110,9 +110,7 @@ class StepRows(ReadOnlyInline[Step]):
 
     model = Step
 
-    @admin.display(description="state")
-    def state_badge(self, step: Step) -> str:
-        return choice_badge(step, "state")
+    state_badge = badge_column("state", "state")
 
     @admin.display(description="due at")
     def due_time(self, step: Step) -> str:
@@ -189,9 +187,7 @@ class RunInline(ReadOnlyInline[Run]):
     def lateness_display(self, run: Run) -> str:
         return format_lateness(run.lateness)
 
-    @admin.display(description="status")
-    def status_badge(self, run: Run) -> str:
-        return choice_badge(run, "status")
+    status_badge = badge_column("status", "status")
 
     @admin.display(description="started at")
     def started_time(self, run: Run) -> str:

@@ -37,7 +37,7 @@ from ..timelines import job_timeline
 from .base import (
     FINAL_PLAN_STATES,
     PlanAdmin,
-    choice_badge,
+    badge_column,
     zoned_time,
 )
 from .filters import (
@@ -176,9 +176,7 @@ class JobAdmin(TimelineAdmin[Job], PlanAdmin[Job]):
             return obj.status in FINAL_PLAN_STATES
         return obj.status != PlanStatus.SCHEDULED
 
-    @admin.display(description="status")
-    def status_badge(self, job: Job) -> str:
-        return choice_badge(job, "status")
+    status_badge = badge_column("status", "status")
 
     @admin.display(description="due", ordering="due_at")
     def due_time(self, job: Job) -> str:

@@ -19,8 +19,8 @@ from ..models import (
 from ..notifications.services import notification_resend
 from .base import (
     ReadOnlyAdmin,
+    badge_column,
     change_link,
-    choice_badge,
 )
 from .filters import (
     PAST_WINDOWS,
@@ -96,9 +96,7 @@ class NotificationDeliveryAdmin(ReadOnlyAdmin[NotificationDelivery]):
             return change_link(Execution, execution, f"execution {execution}")
         return change_link(Run, delivery.run_id, f"run {delivery.run_id}")
 
-    @admin.display(description="status")
-    def status_badge(self, delivery: NotificationDelivery) -> str:
-        return choice_badge(delivery, "status")
+    status_badge = badge_column("status", "status")
 
     @admin.display(description="last error")
     def error_line(self, delivery: NotificationDelivery) -> str:

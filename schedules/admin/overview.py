@@ -24,14 +24,10 @@ from django.utils import timezone
 
 from .. import overview
 from ..models import RunStatus
-from .base import format_lateness
+from ..timelines import epoch_ms
+from .base import format_lateness, owner_of
 
 Endpoint = Callable[[HttpRequest, AdminSite], HttpResponse]
-
-
-def _ms(value: dt.datetime) -> int:
-    """Epoch milliseconds (the charts' x axis)."""
-    return int(value.timestamp() * 1000)
 
 
 def _check(request: HttpRequest) -> None:
@@ -77,15 +73,21 @@ def lateness(request: HttpRequest, site: AdminSite) -> HttpResponse:
         {
             "window": name,
             "bucket_seconds": int(bucket.total_seconds()),
-            "since": _ms(now - window),
-            "until": _ms(now),
+            "since": epoch_ms(now - window),
+            "until": epoch_ms(now),
             "unit": "seconds",
             "engines": [
                 {
                     "engine": row.engine,
                     "runs": row.runs,
                     "points": [
-                        {"t": _ms(p.at), "runs": p.runs, "p50": p.p50, "p99": p.p99, "max": p.max}
+                        {
+                            "t": epoch_ms(p.at),
+                            "runs": p.runs,
+                            "p50": p.p50,
+                            "p99": p.p99,
+                            "max": p.max,
+                        }
                         for p in row.points
                     ],
                 }
@@ -109,11 +111,16 @@ def upcoming(request: HttpRequest, site: AdminSite) -> HttpResponse:
         {
             "window": name,
             "bucket_seconds": int(bucket.total_seconds()),
-            "since": _ms(now),
-            "until": _ms(now + window),
+            "since": epoch_ms(now),
+            "until": epoch_ms(now + window),
             "total": sum(count for _cut, count in counts),
             "buckets": [
-                {"t": _ms(cut.at), "start": _ms(cut.start), "end": _ms(cut.end), "steps": count}
+                {
+                    "t": epoch_ms(cut.at),
+                    "start": epoch_ms(cut.start),
+                    "end": epoch_ms(cut.end),
+                    "steps": count,
+                }
                 for cut, count in counts
             ],
         }
@@ -134,9 +141,9 @@ def runs(request: HttpRequest, site: AdminSite) -> HttpResponse:
         {
             "window": name,
             "bucket_seconds": int(bucket.total_seconds()),
-            "since": _ms(now - window),
-            "until": _ms(now),
-            "buckets": [_ms(cut.at) for cut in cuts],
+            "since": epoch_ms(now - window),
+            "until": epoch_ms(now),
+            "buckets": [epoch_ms(cut.at) for cut in cuts],
             "total": sum(row.total for row in series),
             "statuses": [
                 {
@@ -153,13 +160,8 @@ def runs(request: HttpRequest, site: AdminSite) -> HttpResponse:
 
 
 def _problem_json(row: overview.ProblemRun) -> dict[str, Any]:
-    owner = (
-        ("job", row.job_id)
-        if row.job_id is not None
-        else ("execution", row.execution_id)
-        if row.execution_id is not None
-        else ("classroom", row.classroom_id)
-    )
+    model, pk = owner_of(row)
+    owner = (str(model._meta.model_name), pk)
     return {
         "id": row.id,
         "url": _change_url("run", row.id),

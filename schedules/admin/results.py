@@ -14,8 +14,8 @@ from ..models import (
 )
 from .base import (
     ReadOnlyAdmin,
+    badge_column,
     change_link,
-    choice_badge,
     format_lateness,
     owner_link,
     timer_link,
@@ -85,13 +85,9 @@ class StepAdmin(ReadOnlyAdmin[Step]):
     def owner(self, step: Step) -> str:
         return owner_link(step)
 
-    @admin.display(description="state")
-    def state_badge(self, step: Step) -> str:
-        return choice_badge(step, "state")
+    state_badge = badge_column("state", "state")
 
-    @admin.display(description="arm state")
-    def arm_state_badge(self, step: Step) -> str:
-        return choice_badge(step, "arm_state")
+    arm_state_badge = badge_column("arm_state", "arm state")
 
     @admin.display(description="expected lateness")
     def expected_lateness(self, step: Step) -> str:
@@ -192,9 +188,7 @@ class RunAdmin(ReadOnlyAdmin[Run]):
     def step_link(self, run: Run) -> str:
         return change_link(Step, run.step_id, f"step {run.step_id}")
 
-    @admin.display(description="status")
-    def status_badge(self, run: Run) -> str:
-        return choice_badge(run, "status")
+    status_badge = badge_column("status", "status")
 
     @admin.display(description="uncertain")
     def uncertain_display(self, run: Run) -> str:

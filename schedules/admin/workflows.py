@@ -36,8 +36,8 @@ from .base import (
     BigTableAdmin,
     PlanAdmin,
     ReadOnlyAdmin,
+    badge_column,
     change_link,
-    choice_badge,
 )
 from .inlines import (
     ReadOnlyInline,
@@ -71,9 +71,7 @@ class WorkflowExecutionInline(ReadOnlyInline[Execution]):
     def version_number(self, execution: Execution) -> int:
         return execution.version.version
 
-    @admin.display(description="status")
-    def status_badge(self, execution: Execution) -> str:
-        return choice_badge(execution, "status")
+    status_badge = badge_column("status", "status")
 
 
 class ExecutionStepInline(StepRows):
@@ -311,9 +309,7 @@ class ExecutionAdmin(TimelineAdmin[Execution], BigTableAdmin[Execution]):
     def version_number(self, execution: Execution) -> int:
         return execution.version.version
 
-    @admin.display(description="status")
-    def status_badge(self, execution: Execution) -> str:
-        return choice_badge(execution, "status")
+    status_badge = badge_column("status", "status")
 
     @admin.display(description="states")
     def drawing(self, execution: Execution) -> str:
