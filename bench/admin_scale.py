@@ -153,7 +153,7 @@ def setup_django(args: argparse.Namespace, data_dir: Path) -> None:
             "SCHEDULES_DATA_DIR": str(data_dir),
             "DATABASE_URL": database_url(args),
             "CELERY_BROKER_URL": "memory://",
-            "SCHEDULES_ENGINE_PRECISE": "local",
+            "SCHEDULES_ENGINE_SECONDS": "local",
             "SCHEDULES_ENGINE_RELAXED": "local",
         }
     )
@@ -333,7 +333,7 @@ def fill(args: argparse.Namespace) -> dict[str, float]:
                 "seconds" if recurring else "",
                 at(-30 * day) if recurring else None,
                 ("scheduled", "scheduled", "succeeded", "succeeded", "failed")[i % 5],
-                "relaxed" if i % 10 == 9 else "precise",
+                "relaxed" if i % 10 == 9 else "seconds",
             )
 
     writer.write(job_rows, job_values())
@@ -425,7 +425,7 @@ def fill(args: argparse.Namespace) -> dict[str, float]:
                 at(due),
                 1,
                 state,
-                "relaxed" if engine == "dynamodb_ttl" else "precise",
+                "relaxed" if engine == "dynamodb_ttl" else "seconds",
                 engine,
                 f"{engine}:{i + 1}:1",
                 arm_state,

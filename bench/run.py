@@ -213,7 +213,7 @@ def bench_env(data_dir: Path, cfg: Config, servers: CaseServers) -> dict[str, st
             "DATABASE_URL": servers.database_url,
             "CELERY_BROKER_URL": servers.broker_url,
             "EMAIL_URL": "",
-            "SCHEDULES_ENGINE_PRECISE": "local",
+            "SCHEDULES_ENGINE_SECONDS": "local",
             "SCHEDULES_ENGINE_RELAXED": "local",
             "SCHEDULES_ACTION_MODULES": "bench.actions",
             "DEBUG": "False",  # DEBUG keeps every SQL query in memory

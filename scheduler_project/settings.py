@@ -247,10 +247,20 @@ CELERY_TASK_DEFAULT_QUEUE = env.str("CELERY_TASK_DEFAULT_QUEUE", default="schedu
 CELERY_DB_REUSE_MAX = env.int("CELERY_DB_REUSE_MAX", default=1000)
 
 # --- Schedules ----------------------------------------------------------------------
+# The engine of each precision class: an alias (local, stepfunctions, eventbridge,
+# dynamodb_ttl), a dotted path to an Engine subclass, or "auto": the cheapest configured
+# engine that meets the class (local when no AWS engine is configured). docs/aws.md.
+# SCHEDULES_ENGINE_PRECISE is the seconds class's earlier name, still read.
 SCHEDULES_ENGINES = {
-    "precise": env.str("SCHEDULES_ENGINE_PRECISE", default="local"),
-    "relaxed": env.str("SCHEDULES_ENGINE_RELAXED", default="local"),
+    "seconds": env.str(
+        "SCHEDULES_ENGINE_SECONDS", default=env.str("SCHEDULES_ENGINE_PRECISE", default="auto")
+    ),
+    "minute": env.str("SCHEDULES_ENGINE_MINUTE", default="auto"),
+    "relaxed": env.str("SCHEDULES_ENGINE_RELAXED", default="auto"),
 }
+# List prices in USD per timer (arm and release one step), by engine name, replacing the
+# documented ones (docs/aws.md), e.g. {"stepfunctions": 0.0000504}.
+SCHEDULES_ENGINE_PRICES = env.json("SCHEDULES_ENGINE_PRICES", default={})
 SCHEDULES_ARM_HORIZON = env.int("SCHEDULES_ARM_HORIZON", default=7 * 24 * 3600)
 SCHEDULES_PAST_GRACE = env.int("SCHEDULES_PAST_GRACE", default=60)
 SCHEDULES_MAX_AHEAD = env.int("SCHEDULES_MAX_AHEAD", default=5 * 366 * 24 * 3600)
@@ -324,6 +334,24 @@ SCHEDULES_TTL_TABLE_NAME = env.str(
 SCHEDULES_TTL_MAX_LATENESS = env.int("SCHEDULES_TTL_MAX_LATENESS", default=15 * 60)
 SCHEDULES_TTL_FORWARDER_FUNCTION_ARN = env.str("SCHEDULES_TTL_FORWARDER_FUNCTION_ARN", default="")
 SCHEDULES_TTL_STREAM_POLL_INTERVAL = env.float("SCHEDULES_TTL_STREAM_POLL_INTERVAL", default=1.0)
+# forward_ttl_stream: passes whose send of one record failed before it moves past that record
+# (logged as an error; the overdue sweep releases its step).
+SCHEDULES_TTL_STREAM_MAX_TRIES = env.int("SCHEDULES_TTL_STREAM_MAX_TRIES", default=5)
+
+# The eventbridge engine (EventBridge Scheduler one-time schedules, docs/aws.md): its
+# schedule group, the role the schedules assume (sqs:SendMessage on the jobs queue and its
+# dead-letter queue), the queues' ARNs (the DLQ's: <queue ARN>-dlq when empty) and each
+# schedule's retry policy (AWS bounds: 60-86,400 s, 0-185 attempts).
+SCHEDULES_EVENTBRIDGE_GROUP = env.str(
+    "SCHEDULES_EVENTBRIDGE_GROUP", default=f"{SCHEDULES_AWS_NAME_PREFIX}-step-schedules"
+)
+SCHEDULES_EVENTBRIDGE_ROLE_ARN = env.str("SCHEDULES_EVENTBRIDGE_ROLE_ARN", default="")
+SCHEDULES_SQS_QUEUE_ARN = env.str("SCHEDULES_SQS_QUEUE_ARN", default="")
+SCHEDULES_SQS_DLQ_ARN = env.str("SCHEDULES_SQS_DLQ_ARN", default="")
+SCHEDULES_EVENTBRIDGE_MAX_EVENT_AGE = env.int("SCHEDULES_EVENTBRIDGE_MAX_EVENT_AGE", default=3600)
+SCHEDULES_EVENTBRIDGE_MAX_RETRY_ATTEMPTS = env.int(
+    "SCHEDULES_EVENTBRIDGE_MAX_RETRY_ATTEMPTS", default=20
+)
 
 # The longest a task may run (a run_steps message hands its rest to a new message after
 # half the soft limit). The lease is renewed while it runs, so this is not tied to it.

@@ -30,6 +30,12 @@ def aws_client(service: str) -> Any:
     )
 
 
+def error_code(exc: Exception) -> str:
+    """The AWS error code of a botocore ClientError ("" for any other exception)."""
+    response = getattr(exc, "response", None) or {}
+    return str(response.get("Error", {}).get("Code", ""))
+
+
 def aws_client_reset() -> None:
     """Forget cached clients (after the environment or settings changed, e.g. in tests)."""
     aws_client.cache_clear()

@@ -2,7 +2,8 @@
 
 ``manage.py check`` runs them; so do the dispatcher and the Celery worker when they
 start (``startup_checks``), which refuse to start on an error. ``check --deploy`` adds
-warnings about parts that do not belong in production (schedules.W001-W004).
+warnings about parts that do not belong in production (schedules.W001-W004); engine
+choices that break their class's promise warn always (schedules.W005-W006).
 """
 
 from __future__ import annotations
@@ -21,16 +22,66 @@ logger = logging.getLogger(__name__)
 
 @checks.register()
 def check_engines(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
-    from .engines import get_engine
+    from .engines import (
+        AUTO,
+        AWS_ENGINES,
+        engine_class,
+        engine_name_for_precision,
+        get_engine,
+        meets,
+    )
+    from .models import Precision
 
     errors: list[checks.CheckMessage] = []
-    for precision, name in settings.SCHEDULES_ENGINES.items():
-        try:
-            get_engine(name)
-        except ImproperlyConfigured as exc:
+    engines: dict[str, str] = settings.SCHEDULES_ENGINES
+    for precision in sorted(set(Precision.values) - set(engines)):
+        errors.append(
+            checks.Error(
+                f"SCHEDULES_ENGINES has no engine for precision {precision!r}.",
+                hint=f"Set SCHEDULES_ENGINE_{precision.upper()} (an engine name or auto).",
+                id="schedules.E001",
+            )
+        )
+    for precision, name in engines.items():
+        hint = f"Fix SCHEDULES_ENGINES[{precision!r}]."
+        if precision not in Precision.values:
             errors.append(
                 checks.Error(
-                    str(exc), hint=f"Fix SCHEDULES_ENGINES[{precision!r}].", id="schedules.E001"
+                    f"SCHEDULES_ENGINES names an unknown precision class {precision!r}; the "
+                    f"classes are {', '.join(Precision.values)}.",
+                    hint=hint,
+                    id="schedules.E001",
+                )
+            )
+            continue
+        try:
+            engine = get_engine(engine_name_for_precision(precision))
+        except ImproperlyConfigured as exc:
+            errors.append(checks.Error(str(exc), hint=hint, id="schedules.E001"))
+            continue
+        if (
+            name == AUTO
+            and engine.name == "local"
+            and any(engine_class(aws).is_configured() for aws in AWS_ENGINES)
+        ):
+            errors.append(
+                checks.Warning(
+                    f"SCHEDULES_ENGINES[{precision!r}] is auto, and no configured AWS engine "
+                    f"meets {precision!r}: its steps use the local engine, whose dispatcher "
+                    "(manage.py run_scheduler) must run.",
+                    hint=f"{hint} Configure an engine that meets it (docs/aws.md, "
+                    '"Choosing an engine"), or name local to say so.',
+                    id="schedules.W006",
+                )
+            )
+        if name != AUTO and not meets(type(engine), precision):
+            errors.append(
+                checks.Warning(
+                    f"SCHEDULES_ENGINES[{precision!r}] is {name!r}, which releases steps "
+                    f"within its {engine.precision!r} class only: {precision!r} steps on it "
+                    "will be later than their class promises.",
+                    hint=f"{hint} Use auto, or an engine that meets {precision!r}.",
+                    id="schedules.W005",
                 )
             )
     return errors

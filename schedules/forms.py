@@ -20,7 +20,12 @@ from django import forms
 from django.conf import settings
 from django.contrib.admin.widgets import AdminSplitDateTime
 from django.contrib.auth.models import User
-from django.core.exceptions import NON_FIELD_ERRORS, FieldDoesNotExist, ValidationError
+from django.core.exceptions import (
+    NON_FIELD_ERRORS,
+    FieldDoesNotExist,
+    ImproperlyConfigured,
+    ValidationError,
+)
 from django.db import models, transaction
 from django.forms.fields import InvalidJSONInput
 from django.utils import timezone
@@ -135,12 +140,25 @@ def action_editor_data(names: Iterable[str]) -> dict[str, dict[str, Any]]:
 
 
 def precision_help() -> str:
-    engines = settings.SCHEDULES_ENGINES
+    from .costs import format_usd
+    from .engines import engine_name_for_precision, price_per_timer
+
+    def engine(precision: str) -> str:
+        try:
+            name = engine_name_for_precision(precision)
+        except ImproperlyConfigured:
+            return "not configured"
+        try:
+            return f"{name!r} ({format_usd(price_per_timer(name))} per run)"
+        except ImproperlyConfigured:
+            return repr(name)
+
     return (
-        "Which engine holds the timer: precise (to the second) uses "
-        f"SCHEDULES_ENGINES['precise'], now {engines.get('precise', '?')!r}; relaxed (minutes "
-        f"to hours late) uses SCHEDULES_ENGINES['relaxed'], now {engines.get('relaxed', '?')!r}. "
-        "Changing it on a scheduled job moves its pending step to the other engine."
+        "How late a run may start, which chooses the engine that holds its timer "
+        f"(SCHEDULES_ENGINES): seconds, now {engine('seconds')}; minute (within about a "
+        f"minute), now {engine('minute')}; relaxed (minutes to hours), now "
+        f"{engine('relaxed')}. Changing it on a scheduled job moves its pending step to the "
+        "new class's engine."
     )
 
 

@@ -140,10 +140,28 @@ class DynamoDBTTL(HealthCheck):
         _Cached.run(f"dynamodb:{name}", probe)
 
 
+@dataclasses.dataclass
+class EventBridge(HealthCheck):
+    """The schedule group exists and is active (GetScheduleGroup)."""
+
+    def run(self) -> None:
+        from .aws import aws_client
+
+        name = settings.SCHEDULES_EVENTBRIDGE_GROUP
+
+        def probe() -> None:
+            group = aws_client("scheduler").get_schedule_group(Name=name)
+            if group.get("State", "ACTIVE") != "ACTIVE":
+                raise RuntimeError(f"schedule group {name} is {group['State']}")
+
+        _Cached.run(f"scheduler:{name}", probe)
+
+
 #: The checks of each AWS engine (by its alias in SCHEDULES_ENGINES).
 ENGINE_CHECKS: dict[str, type[HealthCheck]] = {
     "stepfunctions": StepFunctions,
     "dynamodb_ttl": DynamoDBTTL,
+    "eventbridge": EventBridge,
 }
 
 #: Check names, as /health/ and ``manage.py health --check`` name them.
@@ -154,13 +172,16 @@ NAMES: dict[type[HealthCheck], str] = {
     Workers: "workers",
     StepFunctions: "stepfunctions",
     DynamoDBTTL: "dynamodb_ttl",
+    EventBridge: "eventbridge",
 }
 
 
 def configured_checks() -> list[HealthCheck]:
     """The checks for this deployment: the AWS ones only for the engines in use."""
+    from .engines import configured_engine_names
+
     checks: list[HealthCheck] = [Database(), Broker(), Dispatcher(), Workers()]
-    for name in sorted(set(settings.SCHEDULES_ENGINES.values())):
+    for name in configured_engine_names():
         if name in ENGINE_CHECKS:
             checks.append(ENGINE_CHECKS[name]())
     return checks

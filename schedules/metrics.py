@@ -72,6 +72,16 @@ STEPS_RELEASED_OVERDUE = Counter(
     "Steps released by the dispatcher because their engine (Step Functions, DynamoDB TTL) "
     "had not released them past its bound: its timer failed, was late or was lost.",
 )
+TTL_RECORDS_MALFORMED = Counter(
+    "schedules_ttl_records_malformed",
+    "TTL removals on the timer table's stream that name no step (no numeric step_id and "
+    "version in the old image, e.g. an item added by hand), skipped by forward_ttl_stream.",
+)
+TTL_RECORDS_ABANDONED = Counter(
+    "schedules_ttl_records_abandoned",
+    "TTL removals forward_ttl_stream moved past after SCHEDULES_TTL_STREAM_MAX_TRIES failed "
+    "sends; the overdue sweep releases their steps.",
+)
 RUNS = Counter(
     "schedules_runs",
     "Runs recorded by the workers, by action, engine and status.",

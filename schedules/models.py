@@ -11,8 +11,17 @@ from django.db.models import F, Q
 
 
 class Precision(models.TextChoices):
-    PRECISE = "precise", "Precise (seconds)"
+    """How late a step may be released; each class maps to an engine (SCHEDULES_ENGINES)."""
+
+    SECONDS = "seconds", "Seconds (released within a second)"
+    MINUTE = "minute", "Minute (released within about a minute)"
     RELAXED = "relaxed", "Relaxed (minutes to hours)"
+
+
+#: The finest first: an engine that meets a class meets every later one.
+PRECISION_ORDER = (Precision.SECONDS, Precision.MINUTE, Precision.RELAXED)
+#: Names an earlier release used, still accepted where a precision is read.
+LEGACY_PRECISIONS = {"precise": Precision.SECONDS}
 
 
 class PlanStatus(models.TextChoices):
@@ -138,7 +147,7 @@ class Job(models.Model):
         help_text="Seconds after the first check's due time by which the action must be done.",
     )
     precision = models.CharField(
-        max_length=16, choices=Precision.choices, default=Precision.PRECISE
+        max_length=16, choices=Precision.choices, default=Precision.SECONDS
     )
     max_attempts = models.PositiveSmallIntegerField(
         default=3, help_text="Attempts before the job is marked failed (transient errors retry)."
@@ -218,7 +227,7 @@ class Classroom(models.Model):
     )
     time_zone = models.CharField(max_length=64, default="UTC")
     precision = models.CharField(
-        max_length=16, choices=Precision.choices, default=Precision.PRECISE
+        max_length=16, choices=Precision.choices, default=Precision.SECONDS
     )
     status = models.CharField(
         max_length=16, choices=PlanStatus.choices, default=PlanStatus.SCHEDULED, editable=False
@@ -333,7 +342,7 @@ class Step(models.Model):
     version = models.PositiveIntegerField(default=1)
     state = models.CharField(max_length=16, choices=StepState.choices, default=StepState.SCHEDULED)
     precision = models.CharField(
-        max_length=16, choices=Precision.choices, default=Precision.PRECISE
+        max_length=16, choices=Precision.choices, default=Precision.SECONDS
     )
     engine = models.CharField(
         max_length=32, help_text="Engine chosen for this step by its precision (SCHEDULES_ENGINES)."
@@ -554,6 +563,16 @@ class StreamCheckpoint(models.Model):
         max_length=64, blank=True, help_text="Last record forwarded (resume after it)."
     )
     finished = models.BooleanField(default=False, help_text="The shard is closed and read.")
+    failing_sequence_number = models.CharField(
+        max_length=64,
+        blank=True,
+        help_text="The record whose send keeps failing, holding the shard back ('' if none).",
+    )
+    failed_tries = models.PositiveIntegerField(
+        default=0,
+        help_text="Passes in a row whose send of that record failed; at "
+        "SCHEDULES_TTL_STREAM_MAX_TRIES the reader moves past it.",
+    )
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -633,7 +652,7 @@ class Workflow(models.Model):
     precision = models.CharField(
         max_length=16,
         choices=Precision.choices,
-        default=Precision.PRECISE,
+        default=Precision.SECONDS,
         help_text="The precision of its steps (Tasks and Waits): it chooses their engine.",
     )
     overlap_policy = models.CharField(

@@ -340,7 +340,7 @@ class DueBacklog:
     oldest_due_at: dt.datetime
 
 
-def _engines_of(state: str) -> list[str]:
+def engines_with_steps(state: str) -> list[str]:
     """The engines of the steps in ``state``: one seek of the index step_state_engine_due
     (state, engine, due_at) per engine, each for the first engine after the last (a
     loose index scan)."""
@@ -360,7 +360,7 @@ def steps_due_unreleased(*, now: dt.datetime) -> list[DueBacklog]:
     due time.
 
     Seeks only, on the index step_state_engine_due (state, engine, due_at): the engines
-    that have scheduled steps (``_engines_of``), then each one's entries up to now.
+    that have scheduled steps (``engines_with_steps``), then each one's entries up to now.
     Grouping the scheduled steps by engine instead reads every pending step (SQLite),
     or lets PostgreSQL, which cannot tell that few scheduled steps are due, read the
     due-time index over every past step (~100 ms at 1,000,000 steps). (One statement
@@ -368,7 +368,7 @@ def steps_due_unreleased(*, now: dt.datetime) -> list[DueBacklog]:
     is large enough to compile it first, 200 ms of JIT.)
     """
     rows = []
-    for engine in _engines_of(StepState.SCHEDULED):
+    for engine in engines_with_steps(StepState.SCHEDULED):
         due = Step.objects.filter(state=StepState.SCHEDULED, engine=engine, due_at__lte=now)
         answer = due.aggregate(count=Count("*"), oldest=Min("due_at"))
         if answer["count"]:

@@ -6,13 +6,12 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Protocol
 
-from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from . import recurrence
-from .engines import get_engine
+from .engines import configured_engine_names, get_engine
 from .models import Job, Run, RunStatus, ScheduleType
 
 
@@ -56,7 +55,7 @@ def lateness_by_engine(
     are not attempts and are left out.
     """
     since = (now or timezone.now()) - window
-    engines = sorted({"local", *settings.SCHEDULES_ENGINES.values()})
+    engines = sorted({"local", *configured_engine_names()})
     report = []
     for engine in engines:
         values: list[dt.timedelta] = sorted(

@@ -13,9 +13,13 @@ to Lambda on its own (see docs/aws.md).
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from typing import Any
+
+logger = logging.getLogger(__name__)
 
 TTL_PRINCIPAL = "dynamodb.amazonaws.com"
 TASK_NAME = "schedules.run_step"
@@ -31,10 +35,35 @@ def is_ttl_removal(record: dict[str, Any]) -> bool:
     )
 
 
+class MalformedRecord(ValueError):
+    """A TTL removal whose old image names no step (e.g. an item added to the table by hand)."""
+
+
 def step_of(record: dict[str, Any]) -> tuple[int, int]:
-    """(step_id, version) from the removed item's old image."""
-    image = record["dynamodb"]["OldImage"]
-    return int(image["step_id"]["N"]), int(image["version"]["N"])
+    """(step_id, version) from the removed item's old image.
+
+    Raises ``MalformedRecord`` when the image lacks either number or holds something
+    else than a whole number in it.
+    """
+    try:
+        image = record["dynamodb"]["OldImage"]
+        return int(image["step_id"]["N"]), int(image["version"]["N"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise MalformedRecord(f"no numeric step_id and version in its old image ({exc!r})") from exc
+
+
+def sequence_number(record: dict[str, Any]) -> str:
+    """The record's sequence number in its shard ('' if it has none)."""
+    dynamodb = record.get("dynamodb")
+    return str(dynamodb.get("SequenceNumber", "")) if isinstance(dynamodb, dict) else ""
+
+
+def task_body(step_id: int, version: int) -> str:
+    """The Celery task body of run_step(step_id, version): ``[args, kwargs, embed]``.
+
+    No callbacks, errbacks, chain or chord: an empty ``embed``.
+    """
+    return json.dumps([[step_id, version], {}, {}], separators=(",", ":"))
 
 
 def celery_message(step_id: int, version: int, *, queue_name: str, message_id: str) -> str:
@@ -42,10 +71,9 @@ def celery_message(step_id: int, version: int, *, queue_name: str, message_id: s
 
     The same shape the Step Functions state machine sends (see docs/aws.md).
     """
-    embed = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
     return json.dumps(
         {
-            "body": json.dumps([[step_id, version], {}, embed], separators=(",", ":")),
+            "body": task_body(step_id, version),
             "content-type": "application/json",
             "content-encoding": "utf-8",
             "headers": {
@@ -66,45 +94,77 @@ def celery_message(step_id: int, version: int, *, queue_name: str, message_id: s
     )
 
 
+@dataclass
+class Forwarded:
+    """What ``forward_records`` did with a batch of records."""
+
+    sent: int = 0
+    #: Sequence numbers of the TTL removals whose send failed (retry them).
+    failed: list[str] = field(default_factory=list)
+    #: Sequence numbers of the TTL removals skipped because they name no step: logged,
+    #: never retried (a retry could not succeed), and not holding up the batch.
+    malformed: list[str] = field(default_factory=list)
+
+
 def forward_records(
     records: Iterable[dict[str, Any]], *, send: Callable[[str], None], queue_name: str
-) -> tuple[int, list[str]]:
-    """Send the message of every TTL removal. Returns (sent, sequence numbers that failed).
+) -> Forwarded:
+    """Send the message of every TTL removal; returns what was sent, failed and skipped.
 
     A failed send does not stop the batch: the caller reports the failures
-    (Lambda's partial batch response) or stops its checkpoint before them.
+    (Lambda's partial batch response) or stops its checkpoint before them. A
+    malformed TTL removal (its old image has no numeric ``step_id`` and ``version``,
+    e.g. an item added to the table by hand) is logged and skipped.
     """
-    sent = 0
-    failed: list[str] = []
+    result = Forwarded()
     for record in records:
         if not is_ttl_removal(record):
             continue
-        step_id, version = step_of(record)
+        try:
+            step_id, version = step_of(record)
+        except MalformedRecord as exc:
+            logger.error(
+                "skipping the TTL removal at sequence %s of %s: %s; it names no step, so no "
+                "message is sent for it",
+                sequence_number(record) or "?",
+                record.get("eventSourceARN", "the stream"),
+                exc,
+            )
+            result.malformed.append(sequence_number(record))
+            continue
         body = celery_message(
             step_id, version, queue_name=queue_name, message_id=f"ttl-step-{step_id}-v{version}"
         )
         try:
             send(body)
         except Exception:  # noqa: BLE001 - reported per record, retried by the caller
-            failed.append(str(record["dynamodb"]["SequenceNumber"]))
+            result.failed.append(sequence_number(record))
         else:
-            sent += 1
-    return sent, failed
+            result.sent += 1
+    return result
 
 
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """Lambda entry point; env JOBS_QUEUE_URL and JOBS_QUEUE_NAME name the jobs queue.
 
     Returns a partial batch response, so only the failed records are retried
-    (enable ReportBatchItemFailures on the event source mapping).
+    (enable ReportBatchItemFailures on the event source mapping). A malformed record
+    is logged and left out of it: retrying it could never succeed.
     """
     import boto3
 
     queue_url = os.environ["JOBS_QUEUE_URL"]
     sqs = boto3.client("sqs")
-    _, failed = forward_records(
+    result = forward_records(
         event.get("Records", []),
         send=lambda body: sqs.send_message(QueueUrl=queue_url, MessageBody=body),
         queue_name=os.environ["JOBS_QUEUE_NAME"],
     )
-    return {"batchItemFailures": [{"itemIdentifier": seq} for seq in failed]}
+    if result.malformed or result.failed:
+        logger.warning(
+            "forwarded %s TTL removal(s); %s failed (reported for retry), %s malformed (skipped)",
+            result.sent,
+            len(result.failed),
+            len(result.malformed),
+        )
+    return {"batchItemFailures": [{"itemIdentifier": seq} for seq in result.failed]}

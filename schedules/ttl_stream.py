@@ -2,8 +2,12 @@
 
 ``forward_ttl_stream`` runs this for deployments without Lambda. Each shard's
 position (the last record handled) is kept in the database (StreamCheckpoint),
-so a restart resumes after it: at-least-once, never skipping a record. A record
-whose send fails stops that shard's pass before it; the next pass retries.
+so a restart resumes after it: at-least-once. A record whose send fails stops
+that shard's pass before it and the next pass retries it, up to
+SCHEDULES_TTL_STREAM_MAX_TRIES passes in a row (counted on the checkpoint, so
+restarts do not reset it); then the reader logs an error and moves past it, and
+the overdue sweep releases its step. A TTL removal that names no step is logged,
+counted and skipped.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from botocore.exceptions import ClientError
 
 from . import metrics
 from .models import StreamCheckpoint
-from .ttl_forwarder import forward_records
+from .ttl_forwarder import MalformedRecord, forward_records, sequence_number, step_of
 
 logger = logging.getLogger(__name__)
 
@@ -27,6 +31,8 @@ class PassStats:
     read: int = 0
     forwarded: int = 0
     failed: int = 0
+    malformed: int = 0  # TTL removals naming no step: skipped
+    abandoned: int = 0  # records moved past after SCHEDULES_TTL_STREAM_MAX_TRIES failed sends
 
 
 @dataclass
@@ -37,6 +43,8 @@ class StreamReader:
     queue_url: str
     queue_name: str
     batch_size: int = 1000
+    #: Passes in a row whose send of one record may fail before the reader moves past it.
+    max_tries: int = 5
 
     def shards(self) -> list[dict[str, Any]]:
         shards: list[dict[str, Any]] = []
@@ -121,26 +129,14 @@ class StreamReader:
                 continue
             records = response["Records"]
             if records:
-                sent, failed = forward_records(records, send=self._send, queue_name=self.queue_name)
+                result = forward_records(records, send=self._send, queue_name=self.queue_name)
                 stats.read += len(records)
-                stats.forwarded += sent
-                metrics.STEPS_RELEASED.labels("dynamodb_ttl").inc(sent)
-                stats.failed += len(failed)
-                done = records
-                if failed:
-                    first = [r["dynamodb"]["SequenceNumber"] for r in records].index(failed[0])
-                    done = records[:first]
-                if done:
-                    checkpoint.sequence_number = done[-1]["dynamodb"]["SequenceNumber"]
-                    checkpoint.save(update_fields=["sequence_number", "updated_at"])
-                if failed:
-                    logger.warning(
-                        "stream %s shard %s: %s send(s) failed; retrying from sequence %s",
-                        self.stream_arn,
-                        shard_id,
-                        len(failed),
-                        failed[0],
-                    )
+                stats.forwarded += result.sent
+                stats.failed += len(result.failed)
+                stats.malformed += len(result.malformed)
+                metrics.STEPS_RELEASED.labels("dynamodb_ttl").inc(result.sent)
+                metrics.TTL_RECORDS_MALFORMED.inc(len(result.malformed))
+                if not self._settle(checkpoint, records, result.failed, stats):
                     return False
             iterator = response.get("NextShardIterator")
             if not records and not closed:
@@ -150,6 +146,77 @@ class StreamReader:
             checkpoint.save(update_fields=["finished", "updated_at"])
             return True
         return False
+
+    def _settle(
+        self,
+        checkpoint: StreamCheckpoint,
+        records: list[dict[str, Any]],
+        failed: list[str],
+        stats: PassStats,
+    ) -> bool:
+        """Move the checkpoint past what this page handled. False: stop the shard's pass.
+
+        It stops before the first record whose send failed, and counts the failure on the
+        checkpoint. The record that fails for the ``max_tries``-th pass in a row is
+        abandoned: logged as an error, and the checkpoint moves past it (its step is
+        released by the overdue sweep, SCHEDULES_TTL_MAX_LATENESS after its due time).
+        """
+        sequence = [sequence_number(r) for r in records]
+        failing, tries = checkpoint.failing_sequence_number, checkpoint.failed_tries
+        stop_at: int | None = None
+        for seq in failed:
+            tries = tries + 1 if seq == failing else 1
+            failing = seq
+            if tries < max(1, self.max_tries):
+                stop_at = sequence.index(seq)
+                break
+            self._abandon(checkpoint.shard_id, records[sequence.index(seq)], tries)
+            stats.abandoned += 1
+        if stop_at is None:
+            failing, tries = "", 0  # nothing holds the shard back now
+        done = records if stop_at is None else records[:stop_at]
+        if done:
+            checkpoint.sequence_number = sequence_number(done[-1])
+        checkpoint.failing_sequence_number, checkpoint.failed_tries = failing, tries
+        checkpoint.save(
+            update_fields=[
+                "sequence_number",
+                "failing_sequence_number",
+                "failed_tries",
+                "updated_at",
+            ]
+        )
+        if stop_at is None:
+            return True
+        logger.warning(
+            "stream %s shard %s: %s send(s) failed; retrying from sequence %s (try %s of %s)",
+            self.stream_arn,
+            checkpoint.shard_id,
+            len(failed),
+            failing,
+            tries,
+            self.max_tries,
+        )
+        return False
+
+    def _abandon(self, shard_id: str, record: dict[str, Any], tries: int) -> None:
+        try:
+            step_id, version = step_of(record)
+        except MalformedRecord:  # forward_records skips these; never sent, never failed
+            step_id = version = 0
+        logger.error(
+            "stream %s shard %s: moving past the TTL removal at sequence %s (step %s version "
+            "%s, engine dynamodb_ttl) after %s failed sends in a row "
+            "(SCHEDULES_TTL_STREAM_MAX_TRIES); the overdue sweep releases that step "
+            "SCHEDULES_TTL_MAX_LATENESS after its due time",
+            self.stream_arn,
+            shard_id,
+            sequence_number(record),
+            step_id,
+            version,
+            tries,
+        )
+        metrics.TTL_RECORDS_ABANDONED.inc()
 
     def _send(self, body: str) -> None:
         self.sqs.send_message(QueueUrl=self.queue_url, MessageBody=body)

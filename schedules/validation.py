@@ -22,7 +22,7 @@ from pydantic import ValidationError as PydanticValidationError
 
 from workers.actions import REGISTRY, Scope, UnknownAction, get_action, job_action_names
 
-from .models import Precision
+from .models import LEGACY_PRECISIONS, Precision
 
 
 class Errors:
@@ -111,6 +111,9 @@ def check_choice(
 
 
 def check_precision(errors: Errors, field: str, value: str) -> str:
+    if value in LEGACY_PRECISIONS:
+        errors.add(field, f"{value!r} is now called {LEGACY_PRECISIONS[value].value!r}")
+        return value
     return str(check_choice(errors, field, value, Precision))
 
 

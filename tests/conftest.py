@@ -35,10 +35,14 @@ class RecordingEngine(Engine):
 
 @pytest.fixture
 def recording_engine(settings: Any) -> Iterator[type[RecordingEngine]]:
-    """Route both precisions to an engine that records arm/disarm calls."""
+    """Route every precision class to an engine that records arm/disarm calls."""
     ENGINE_ALIASES["recording"] = "tests.conftest.RecordingEngine"
     get_engine.cache_clear()
-    settings.SCHEDULES_ENGINES = {"precise": "recording", "relaxed": "recording"}
+    settings.SCHEDULES_ENGINES = {
+        "seconds": "recording",
+        "minute": "recording",
+        "relaxed": "recording",
+    }
     RecordingEngine.calls = []
     RecordingEngine.fail_next = 0
     yield RecordingEngine

@@ -86,6 +86,10 @@ class Provisioned:
     queue_url: str
     queue_name: str
     dlq_url: str
+    queue_arn: str = ""
+    dlq_arn: str = ""
+    schedule_group: str = ""
+    scheduler_role_arn: str = ""
 
 
 @pytest.fixture
@@ -101,6 +105,10 @@ def aws(moto_server: Moto, settings: Any) -> Iterator[Provisioned]:
     result = json.loads(out.getvalue())
     settings.SCHEDULES_SFN_STATE_MACHINE_ARN = result["state_machine_arn"]
     settings.SCHEDULES_SQS_QUEUE_URL = result["queue_url"]
+    settings.SCHEDULES_SQS_QUEUE_ARN = result["queue_arn"]
+    settings.SCHEDULES_SQS_DLQ_ARN = result["dlq_arn"]
+    settings.SCHEDULES_EVENTBRIDGE_GROUP = result["schedule_group"]
+    settings.SCHEDULES_EVENTBRIDGE_ROLE_ARN = result["scheduler_role_arn"]
     get_engine.cache_clear()
     yield Provisioned(
         moto=moto_server,
@@ -108,6 +116,10 @@ def aws(moto_server: Moto, settings: Any) -> Iterator[Provisioned]:
         queue_url=result["queue_url"],
         queue_name=settings.CELERY_TASK_DEFAULT_QUEUE,
         dlq_url=result["dlq_url"],
+        queue_arn=result["queue_arn"],
+        dlq_arn=result["dlq_arn"],
+        schedule_group=result["schedule_group"],
+        scheduler_role_arn=result["scheduler_role_arn"],
     )
     get_engine.cache_clear()
 

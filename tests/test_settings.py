@@ -101,7 +101,7 @@ def test_database_defaults_to_sqlite_in_the_data_dir(tmp_path):
 
 
 def test_an_unknown_engine_fails_the_system_check_with_a_suggestion(tmp_path):
-    result = manage("check", env={"SCHEDULES_ENGINE_PRECISE": "locl"}, tmp_path=tmp_path)
+    result = manage("check", env={"SCHEDULES_ENGINE_SECONDS": "locl"}, tmp_path=tmp_path)
     assert result.returncode != 0
     assert "Unknown schedules engine 'locl'" in result.stderr
     assert "Did you mean 'local'?" in result.stderr

@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from django.conf import settings
 from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
@@ -42,8 +41,9 @@ class EngineFilter(admin.SimpleListFilter):
     parameter_name = "engine__exact"
 
     def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
-        engines: dict[str, str] = settings.SCHEDULES_ENGINES
-        return [(name, name) for name in sorted(set(engines.values()))]
+        from ..engines import configured_engine_names
+
+        return [(name, name) for name in configured_engine_names()]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
         value = self.value()

@@ -19,6 +19,7 @@ from django.utils.translation import ngettext
 from workers.actions import REGISTRY
 
 from .. import selectors, services
+from ..costs import format_usd, job_cost
 from ..forms import (
     JobAddForm,
     JobChangeForm,
@@ -121,7 +122,19 @@ class JobAdmin(TimelineAdmin[Job], PlanAdmin[Job]):
     )
     fieldsets = (
         (None, {"fields": ("name", "action", "payload", "webhook_url")}),
-        ("When", {"fields": ("schedule_type", "due_at", "time_zone", "precision", "max_attempts")}),
+        (
+            "When",
+            {
+                "fields": (
+                    "schedule_type",
+                    "due_at",
+                    "time_zone",
+                    "precision",
+                    "estimated_cost",
+                    "max_attempts",
+                )
+            },
+        ),
         ("State", {"fields": ("status", "owner", "created_at", "updated_at")}),
     )
     recurring_fieldsets = (
@@ -133,7 +146,18 @@ class JobAdmin(TimelineAdmin[Job], PlanAdmin[Job]):
         RATE_FIELDSET,
         CRON_FIELDSET,
         ("Rule window", {"fields": ("starts_at", "ends_at", "max_runs", "run_count")}),
-        ("Policies", {"fields": ("missed_policy", "overlap_policy", "precision", "max_attempts")}),
+        (
+            "Policies",
+            {
+                "fields": (
+                    "missed_policy",
+                    "overlap_policy",
+                    "precision",
+                    "estimated_cost",
+                    "max_attempts",
+                )
+            },
+        ),
         ("State", {"fields": ("status", "due_at", "owner", "created_at", "updated_at")}),
     )
     fixed_fields = (
@@ -147,6 +171,7 @@ class JobAdmin(TimelineAdmin[Job], PlanAdmin[Job]):
         "run_count",
         "rule_description",
         "next_occurrences",
+        "estimated_cost",
     )
 
     def get_fieldsets(self, request: HttpRequest, obj: Job | None = None) -> Any:
@@ -191,6 +216,21 @@ class JobAdmin(TimelineAdmin[Job], PlanAdmin[Job]):
     @admin.display(description="rule")
     def rule_description(self, job: Job) -> str:
         return describe_schedule(job)
+
+    @admin.display(description="estimated cost")
+    def estimated_cost(self, job: Job) -> str:
+        """The job's timers at its engine's list price (docs/aws.md, "Choosing an engine")."""
+        cost = job_cost(job)
+        if cost is None:
+            return "its precision class has no engine configured here"
+        unit = "check" if job.poll_interval else "run"
+        each = f"{format_usd(cost.price)} per {unit} on {cost.engine}"
+        if cost.per_month is None:
+            return each
+        return (
+            f"{each}; about {cost.runs_per_month:,.0f} runs in the next 30 days: "
+            f"{format_usd(cost.per_month)}"
+        )
 
     @admin.display(description="next occurrences")
     def next_occurrences(self, job: Job) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable
+from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
@@ -22,7 +23,7 @@ from django.template.response import TemplateResponse
 from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 
-from .. import overview
+from .. import costs, overview
 from ..models import RunStatus
 from ..timelines import epoch_ms
 from .base import format_lateness, owner_of
@@ -224,6 +225,34 @@ def backlog(request: HttpRequest, site: AdminSite) -> HttpResponse:
     return JsonResponse(_backlog(timezone.now()))
 
 
+def _costs(now: dt.datetime) -> dict[str, Any]:
+    loads = costs.engines_load(now=now)
+    return {
+        "period_days": costs.MONTH.days,
+        "engines": [
+            {
+                "engine": load.engine,
+                "price_per_timer": str(load.price),
+                "price": costs.format_usd(load.price),
+                "steps": load.steps,
+                "recurring_runs": load.recurring_runs,
+                "timers": round(load.timers, 1),
+                "per_month": str(load.per_month),
+                "cost": costs.format_usd(load.per_month),
+            }
+            for load in loads
+        ],
+        "total": costs.format_usd(sum((load.per_month for load in loads), Decimal(0))),
+    }
+
+
+def cost(request: HttpRequest, site: AdminSite) -> HttpResponse:
+    """Per engine: the timers of the next 30 days (steps scheduled within them and the
+    projected runs of recurring jobs) at its list price per timer."""
+    _check(request)
+    return JsonResponse(_costs(timezone.now()))
+
+
 def _health(now: dt.datetime) -> dict[str, Any]:
     roles, processes = overview.processes_health(now=now)
     return {
@@ -269,6 +298,7 @@ ENDPOINTS: dict[str, Endpoint] = {
     "problems": problems,
     "backlog": backlog,
     "health": health,
+    "cost": cost,
 }
 
 
@@ -314,5 +344,6 @@ def overview_page(request: HttpRequest, site: AdminSite) -> HttpResponse:
         ],
         "backlog": backlog_now,
         "health": _health(now),
+        "costs": _costs(now),
     }
     return TemplateResponse(request, "admin/schedules/overview.html", context)

@@ -13,6 +13,7 @@ from rest_framework import serializers
 from workers.actions import job_action_names
 
 from ..models import (
+    LEGACY_PRECISIONS,
     RECURRING_SCHEDULE_TYPES,
     Classroom,
     Execution,
@@ -49,6 +50,22 @@ class JobActionField(serializers.ChoiceField):
         if "action" in errors:
             raise serializers.ValidationError(errors.by_field["action"])
         return super().to_internal_value(data)
+
+
+class PrecisionField(serializers.ChoiceField):
+    """A precision class (seconds, minute, relaxed). The earlier name ``precise`` is still
+    read, as ``seconds``; answers always give the current name."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault(
+            "help_text",
+            "How late a run may start; it chooses the engine (SCHEDULES_ENGINES): seconds, "
+            "minute or relaxed. `precise` is read as `seconds`.",
+        )
+        super().__init__(choices=Precision.choices, **kwargs)
+
+    def to_internal_value(self, data: Any) -> Any:
+        return super().to_internal_value(LEGACY_PRECISIONS.get(data, data))
 
 
 def parse_aware(value: Any) -> dt.datetime:
@@ -155,7 +172,7 @@ class JobCreateSerializer(ScheduleFieldsSerializer):
         allow_null=True,
         help_text="When a one-off job runs; must carry a time zone offset. Not for recurring jobs.",
     )
-    precision = serializers.ChoiceField(choices=Precision.choices, default=Precision.PRECISE)
+    precision = PrecisionField(default=Precision.SECONDS)
     max_attempts = serializers.IntegerField(required=False, help_text="1 to the set limit.")
     name = serializers.CharField(required=False, allow_blank=True, max_length=200, default="")
     time_zone = serializers.CharField(
@@ -182,7 +199,7 @@ class JobUpdateSerializer(ScheduleFieldsSerializer):
     payload = serializers.JSONField(required=False)
     name = serializers.CharField(required=False, allow_blank=True, max_length=200)
     max_attempts = serializers.IntegerField(required=False)
-    precision = serializers.ChoiceField(choices=Precision.choices, required=False)
+    precision = PrecisionField(required=False)
     schedule_type = serializers.ChoiceField(
         choices=RECURRING_SCHEDULE_TYPES,
         required=False,
@@ -339,7 +356,7 @@ class ClassroomCreateSerializer(StrictSerializer):
     end = AwareDateTimeField()
     recording_service_ref = serializers.CharField(max_length=200)
     live_ping_interval = serializers.IntegerField(default=60)
-    precision = serializers.ChoiceField(choices=Precision.choices, default=Precision.PRECISE)
+    precision = PrecisionField(default=Precision.SECONDS)
     time_zone = serializers.CharField(required=False, default="UTC", max_length=64)
 
 
@@ -440,9 +457,7 @@ class WorkflowCreateSerializer(serializers.Serializer[Any]):
         help_text="StartAt and States in the workflow language (docs/workflows.md); every "
         "error names the state and the field."
     )
-    precision = serializers.ChoiceField(
-        choices=Precision.choices, required=False, default=Precision.PRECISE
-    )
+    precision = PrecisionField(required=False, default=Precision.SECONDS)
     overlap_policy = serializers.ChoiceField(
         choices=OverlapPolicy.choices, required=False, default=OverlapPolicy.SKIP
     )
@@ -453,7 +468,7 @@ class WorkflowUpdateSerializer(serializers.Serializer[Any]):
     definition = serializers.JSONField(
         required=False, help_text="A changed definition is saved as the next version."
     )
-    precision = serializers.ChoiceField(choices=Precision.choices, required=False)
+    precision = PrecisionField(required=False)
     overlap_policy = serializers.ChoiceField(choices=OverlapPolicy.choices, required=False)
 
 

@@ -10,6 +10,7 @@ import abc
 import datetime as dt
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from decimal import Decimal
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,28 @@ class Engine(abc.ABC):
     #: transaction is armed by its commit and gone with its rollback, so it may be
     #: written armed in that transaction instead of synced after the commit.
     row_is_timer: bool = False
+    #: The overdue sweep releasing this engine's steps is part of its normal working (a
+    #: relaxed engine whose timers may fire after its bound, DynamoDB TTL), logged at
+    #: INFO. False: the engine should have released the step by then (its timer failed,
+    #: was late or its message was lost), logged as a WARNING.
+    sweep_release_is_normal: bool = False
+    #: The finest precision class the engine meets (seconds, minute or relaxed): it
+    #: serves that class and every coarser one (``auto`` in SCHEDULES_ENGINES).
+    precision: str = "seconds"
+    #: List price in USD to arm and release one step: the engine's own requests and the
+    #: SQS send of its message (docs/aws.md, "Choosing an engine"). 0 for engines that
+    #: run on your own servers. SCHEDULES_ENGINE_PRICES overrides it.
+    list_price: Decimal = Decimal(0)
+    #: Settings that must be set for the engine to work; ``auto`` only picks an engine
+    #: whose settings are all set.
+    required_settings: tuple[str, ...] = ()
+
+    @classmethod
+    def is_configured(cls) -> bool:
+        """Every setting the engine needs is set (not empty)."""
+        from django.conf import settings
+
+        return all(getattr(settings, name, "") for name in cls.required_settings)
 
     @property
     def release_overdue_after(self) -> float | None:

@@ -1,11 +1,14 @@
 """The relaxed AWS engine: a DynamoDB item whose TTL is the step's due time.
 
-DynamoDB deletes expired items some time after their TTL (typically minutes,
-up to 48 hours); the deletion appears on the table's stream and the forwarder
+DynamoDB deletes expired items some time after their TTL: typically within a
+few days of expiry, with no guaranteed maximum (AWS, "Using time to live"). The
+deletion appears on the table's stream and the forwarder
 (schedules.ttl_forwarder) sends the step's message to the jobs queue. Cheap,
 imprecise: the sweep in run_scheduler releases a step straight from the
-database once it is overdue by SCHEDULES_TTL_MAX_LATENESS, so lateness stays
-bounded. Items hold ids, the version and the due time, nothing else.
+database once it is overdue by SCHEDULES_TTL_MAX_LATENESS, and that sweep, not
+DynamoDB, is what bounds the lateness; it then deletes the step's item, so no
+later TTL removal sends a duplicate. Items hold ids, the version and the due
+time, nothing else.
 """
 
 from __future__ import annotations
@@ -14,11 +17,12 @@ import datetime as dt
 import math
 import re
 from collections.abc import Iterator
+from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
 
-from ..aws import aws_client
+from ..aws import aws_client, error_code
 from .base import Engine, Timer, TimerStatus
 
 TTL_ATTRIBUTE = "expires_at"
@@ -33,13 +37,32 @@ def ttl_seconds(due_at: dt.datetime) -> int:
     return math.ceil(due_at.timestamp())
 
 
-def _error_code(exc: Exception) -> str:
-    response = getattr(exc, "response", None) or {}
-    return str(response.get("Error", {}).get("Code", ""))
+def duration_words(seconds: int) -> str:
+    """``45 s``, ``15 min``, ``1 min 30 s``, ``2 h``: a bound read as written, never rounded."""
+    if seconds < 60:
+        return f"{seconds} s"
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    parts = [f"{hours} h" if hours else "", f"{minutes} min" if minutes else ""]
+    return " ".join(p for p in [*parts, f"{secs} s" if secs else ""] if p)
+
+
+#: List prices (US East, on-demand, read 2026-12-07): a write $0.625 per million write
+#: request units, SQS $0.40 per million requests. A step is one write to arm and one
+#: SQS send; the TTL deletion is free, and so are the stream reads of a Lambda trigger
+#: (which batches up to 100 records per invocation, about $0.002 per million steps).
+LIST_PRICE = Decimal("0.000001025")
 
 
 class DynamoDBTTLEngine(Engine):
     name = "dynamodb_ttl"
+    precision = "relaxed"
+    list_price = LIST_PRICE
+    #: The table (aws_provision and the template create it with the jobs queue) and the
+    #: jobs queue its forwarder sends to.
+    required_settings = ("SCHEDULES_TTL_TABLE_NAME", "SCHEDULES_SQS_QUEUE_URL")
+    #: TTL deletions come when DynamoDB gets to them; the sweep is part of the guarantee.
+    sweep_release_is_normal = True
 
     def __init__(self, client: Any = None, table_name: str | None = None) -> None:
         self._client = client
@@ -55,10 +78,8 @@ class DynamoDBTTLEngine(Engine):
 
     @property
     def expected_lateness(self) -> str:
-        return (
-            f"minutes, at most {settings.SCHEDULES_TTL_MAX_LATENESS // 60} min "
-            "(SCHEDULES_TTL_MAX_LATENESS) plus the sweep interval"
-        )
+        bound = duration_words(int(settings.SCHEDULES_TTL_MAX_LATENESS))
+        return f"at most {bound} (SCHEDULES_TTL_MAX_LATENESS) plus the sweep interval"
 
     def item(self, timer: Timer) -> dict[str, Any]:
         return {
@@ -78,7 +99,7 @@ class DynamoDBTTLEngine(Engine):
             )
         except Exception as exc:
             # Already armed for this version: one timer, as before.
-            if _error_code(exc) != "ConditionalCheckFailedException":
+            if error_code(exc) != "ConditionalCheckFailedException":
                 raise
         return item_key(timer)
 

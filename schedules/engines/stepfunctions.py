@@ -12,13 +12,15 @@ import datetime as dt
 import json
 import re
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
-from ..aws import aws_client
+from ..aws import aws_client, error_code
+from ..ttl_forwarder import task_body
 from .base import Engine, Timer, TimerNameSpent, TimerStatus
 
 DEFINITION_PATH = Path(__file__).with_name("stepfunctions.asl.json")
@@ -65,22 +67,42 @@ def execution_name(timer: Timer) -> str:
     return f"step-{timer.step_id}-v{timer.version}"
 
 
+#: The execution input's fields that say which timer it is (``body`` is derived from them).
+TIMER_FIELDS = ("step_id", "version", "due_at")
+
+
 def execution_input(timer: Timer) -> str:
+    """The step id, version and due time, and the Celery body ``[[step_id, version], {}, {}]``.
+
+    The state machine sends ``body`` as the task's arguments (run_step(step_id, version))
+    without a Pass state of its own, so each step costs two state transitions.
+    """
     due = timer.due_at.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    body = task_body(timer.step_id, timer.version)
     return json.dumps(
-        {"step_id": timer.step_id, "version": timer.version, "due_at": due},
+        {"step_id": timer.step_id, "version": timer.version, "due_at": due, "body": body},
         separators=(",", ":"),
         sort_keys=True,
     )
 
 
-def _error_code(exc: Exception) -> str:
-    response = getattr(exc, "response", None) or {}
-    return str(response.get("Error", {}).get("Code", ""))
+def same_timer(existing_input: str, payload: str) -> bool:
+    """Both inputs name the same step version and due time (an older input had no body)."""
+    old, new = json.loads(existing_input or "{}"), json.loads(payload)
+    return all(old.get(key) == new[key] for key in TIMER_FIELDS)
+
+
+#: List prices (US East, read 2026-12-07): Standard workflows $0.025 per 1,000 state
+#: transitions, SQS $0.40 per million requests. A step is two transitions (wait, send)
+#: and one SQS send: 2 x $0.000025 + $0.0000004.
+LIST_PRICE = Decimal("0.0000504")
 
 
 class StepFunctionsEngine(Engine):
     name = "stepfunctions"
+    precision = "seconds"
+    list_price = LIST_PRICE
+    required_settings = ("SCHEDULES_SFN_STATE_MACHINE_ARN",)
 
     def __init__(self, client: Any = None, state_machine_arn: str | None = None) -> None:
         self._client = client
@@ -106,12 +128,12 @@ class StepFunctionsEngine(Engine):
                 stateMachineArn=self.state_machine_arn, name=execution_name(timer), input=payload
             )
         except Exception as exc:
-            if _error_code(exc) != "ExecutionAlreadyExists":
+            if error_code(exc) != "ExecutionAlreadyExists":
                 raise
             # Ours if it carries the same input: an earlier arm of this version.
             arn = self.execution_arn(timer)
             existing = self.client.describe_execution(executionArn=arn)
-            if json.loads(existing.get("input") or "{}") != json.loads(payload):
+            if not same_timer(existing.get("input") or "", payload):
                 raise
             if existing.get("status") in CLOSED_UNSENT:
                 raise TimerNameSpent(
@@ -129,7 +151,7 @@ class StepFunctionsEngine(Engine):
             )
         except Exception as exc:
             # Gone or already finished: nothing left to stop.
-            if _error_code(exc) not in {"ExecutionDoesNotExist", "ValidationException"}:
+            if error_code(exc) not in {"ExecutionDoesNotExist", "ValidationException"}:
                 raise
 
     def describe(self, timer: Timer) -> TimerStatus:
@@ -137,7 +159,7 @@ class StepFunctionsEngine(Engine):
         try:
             response = self.client.describe_execution(executionArn=arn)
         except Exception as exc:
-            if _error_code(exc) == "ExecutionDoesNotExist":
+            if error_code(exc) == "ExecutionDoesNotExist":
                 return TimerStatus(state="absent", detail="no such execution")
             raise
         status = str(response["status"])

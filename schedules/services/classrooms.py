@@ -145,7 +145,7 @@ def classroom_create(
     end: dt.datetime,
     recording_service_ref: str,
     live_ping_interval: int = 60,
-    precision: str = Precision.PRECISE,
+    precision: str = Precision.SECONDS,
     time_zone: str = "UTC",
     owner: User | None = None,
 ) -> Classroom:

@@ -15,7 +15,7 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from .. import metrics
-from ..engines import get_engine
+from ..engines import Engine, Timer, configured_engine_names, get_engine
 from ..models import Step, StepState
 from .transactions import run_retrying
 
@@ -140,7 +140,7 @@ def steps_publish(pairs: Sequence[tuple[int, int]]) -> None:
 def _overdue_on_engines(now: dt.datetime, stale: dt.datetime) -> list[QuerySet[Step]]:
     """Scheduled steps overdue past their engine's bound (the relaxed engine's guarantee)."""
     bounds: dict[str, float] = {}
-    for name in set(settings.SCHEDULES_ENGINES.values()):
+    for name in configured_engine_names():
         after = get_engine(name).release_overdue_after
         if after is not None:
             bounds[name] = after
@@ -154,17 +154,104 @@ def _overdue_on_engines(now: dt.datetime, stale: dt.datetime) -> list[QuerySet[S
     return queries
 
 
-def _take(queries: Sequence[QuerySet[Step]], limit: int) -> list[tuple[int, int]]:
-    """(id, version) of up to ``limit`` steps matching ``queries``, locked, skipping locked
-    ones (a lock that never waits needs no order, and no sort stops the scan at ``limit``)."""
-    rows: list[tuple[int, int]] = []
+def _take(
+    queries: Sequence[QuerySet[Step]], limit: int, fields: Sequence[str] = ("pk", "version")
+) -> list[tuple[Any, ...]]:
+    """``fields`` (default: id, version) of up to ``limit`` steps matching ``queries``, locked,
+    skipping locked ones (a lock that never waits needs no order, and no sort stops the scan
+    at ``limit``)."""
+    rows: list[tuple[Any, ...]] = []
     for query in queries:
         if len(rows) >= limit:
             break
         if connection.features.has_select_for_update_skip_locked:
             query = query.select_for_update(skip_locked=True, no_key=True)
-        rows += list(query.order_by().values_list("pk", "version")[: limit - len(rows)])
+        rows += list(query.order_by().values_list(*fields)[: limit - len(rows)])
     return rows
+
+
+#: What the sweep reads of a step it releases: enough to disarm the step's timer.
+OVERDUE_FIELDS = ("pk", "version", "due_at", "engine", "external_ref", "armed_version")
+#: Step ids named in one log line about the sweep's releases.
+LOGGED_IDS = 20
+
+
+def _engine_or_none(name: str) -> Engine | None:
+    """The engine of that name, or None if it cannot be built (no longer configured)."""
+    try:
+        return get_engine(name)
+    except Exception:  # noqa: BLE001 - ImproperlyConfigured, or a failing constructor
+        return None
+
+
+def _by_engine(timers: Sequence[Timer]) -> dict[str, list[Timer]]:
+    grouped: dict[str, list[Timer]] = {}
+    for timer in timers:
+        grouped.setdefault(timer.engine, []).append(timer)
+    return grouped
+
+
+def _step_list(timers: Sequence[Timer]) -> str:
+    named = ", ".join(f"{t.step_id} v{t.version}" for t in timers[:LOGGED_IDS])
+    return named + (f" and {len(timers) - LOGGED_IDS} more" if len(timers) > LOGGED_IDS else "")
+
+
+def _log_overdue(timers: Sequence[Timer]) -> None:
+    """One line per engine: INFO where the sweep is part of the engine's guarantee (DynamoDB
+    TTL fires when DynamoDB gets to it), WARNING where the engine should have released the
+    step by now (its timer failed, was late or its message was lost)."""
+    for name, released in _by_engine(timers).items():
+        engine = _engine_or_none(name)
+        if engine is not None and engine.sweep_release_is_normal:
+            logger.info(
+                "released %s step(s) of engine %s from the database, past its bound "
+                "(%.0f s after the due time): %s",
+                len(released),
+                name,
+                engine.release_overdue_after or 0,
+                _step_list(released),
+            )
+        else:
+            logger.warning(
+                "released %s step(s) overdue on engine %s (its timer failed, was late or "
+                "its message was lost): %s",
+                len(released),
+                name,
+                _step_list(released),
+            )
+
+
+def _disarm_released(timers: Sequence[Timer]) -> None:
+    """Remove the timers of steps the sweep released, so they send no duplicate message.
+
+    Best effort, after the commit: a failure is logged and is not fatal (the worker's
+    fencing skips the duplicate). Engines whose timer is the step row are left alone.
+    """
+    for name, released in _by_engine(timers).items():
+        try:
+            engine = get_engine(name)
+        except Exception as exc:  # noqa: BLE001 - an engine no longer configured
+            logger.warning(
+                "cannot disarm the timers of step(s) %s released by the sweep: engine %s: %s",
+                _step_list(released),
+                name,
+                exc,
+            )
+            continue
+        if engine.row_is_timer:
+            continue
+        for timer in released:
+            try:
+                engine.disarm(timer)
+            except Exception as exc:  # noqa: BLE001 - logged; fencing protects the step
+                logger.warning(
+                    "could not disarm the timer of step %s v%s on engine %s after the sweep "
+                    "released it: %s (its late message will be skipped by the worker)",
+                    timer.step_id,
+                    timer.version,
+                    name,
+                    exc,
+                )
 
 
 def steps_release_overdue(*, now: dt.datetime | None = None, limit: int = 1000) -> int:
@@ -172,25 +259,39 @@ def steps_release_overdue(*, now: dt.datetime | None = None, limit: int = 1000) 
 
     ``release_overdue_after`` of the engine (Step Functions: SCHEDULES_REDELIVER_AFTER;
     DynamoDB TTL: SCHEDULES_TTL_MAX_LATENESS): its timer failed, is late or its message
-    was lost, so the database releases the step directly and the timer's later message is
+    was lost, so the database releases the step directly. After the commit and the
+    publish, the released steps' timers are disarmed on their engine (best effort), so a
+    relaxed step's TTL item does not send a duplicate later; a timer that still fires is
     skipped by fencing.
     """
     now = now or timezone.now()
     stale = now - dt.timedelta(seconds=settings.SCHEDULES_REDELIVER_AFTER)
 
-    def release() -> list[tuple[int, int]]:
-        rows = _take(_overdue_on_engines(now, stale), limit)
-        Step.objects.filter(pk__in=[pk for pk, _ in rows]).update(
+    def release() -> list[tuple[Any, ...]]:
+        rows = _take(_overdue_on_engines(now, stale), limit, OVERDUE_FIELDS)
+        Step.objects.filter(pk__in=[row[0] for row in rows]).update(
             state=StepState.QUEUED, queued_at=now
         )
         return rows
 
     rows = run_retrying(release, what="releasing overdue steps")
-    if rows:
-        logger.warning("released %s step(s) overdue on their engine", len(rows))
-        metrics.STEPS_RELEASED_OVERDUE.inc(len(rows))
-    steps_publish(rows)
-    return len(rows)
+    timers = [
+        Timer(
+            step_id=pk,
+            version=version,
+            due_at=due_at,
+            engine=engine,
+            # The reference names this version's timer only if this version was armed.
+            external_ref=ref if armed_version == version else "",
+        )
+        for pk, version, due_at, engine, ref, armed_version in rows
+    ]
+    if timers:
+        _log_overdue(timers)
+        metrics.STEPS_RELEASED_OVERDUE.inc(len(timers))
+    steps_publish([(t.step_id, t.version) for t in timers])
+    _disarm_released(timers)
+    return len(timers)
 
 
 @dataclass(frozen=True)

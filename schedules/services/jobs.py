@@ -330,7 +330,7 @@ def job_schedule(
     action: str,
     due_at: dt.datetime | None = None,
     payload: dict[str, Any] | None = None,
-    precision: str = Precision.PRECISE,
+    precision: str = Precision.SECONDS,
     max_attempts: int | None = None,
     name: str = "",
     time_zone: str = "UTC",
@@ -621,7 +621,7 @@ def job_schedule_many(*, jobs: list[dict[str, Any]], owner: User | None = None) 
             continue
         options = {
             "payload": spec.get("payload") or {},
-            "precision": spec.get("precision", Precision.PRECISE),
+            "precision": spec.get("precision", Precision.SECONDS),
             "max_attempts": spec.get("max_attempts", settings.SCHEDULES_DEFAULT_MAX_ATTEMPTS),
             "time_zone": spec.get("time_zone", "UTC"),
             "name": spec.get("name", ""),

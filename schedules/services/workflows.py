@@ -20,7 +20,7 @@ from ..models import (
     Workflow,
     WorkflowVersion,
 )
-from ..validation import Errors, check_choice
+from ..validation import Errors, check_choice, check_precision
 from ..workflow_language import definition_check
 from .jobs import ScheduleFields, job_cancel, job_schedule
 from .transactions import retrying
@@ -42,7 +42,7 @@ def workflow_validate(
     *,
     definition: Any,
     name: str | None = None,
-    precision: str = Precision.PRECISE,
+    precision: str = Precision.SECONDS,
     overlap_policy: str = OverlapPolicy.SKIP,
 ) -> None:
     """Raise one ``ValidationError`` naming every field (and, in the definition, every
@@ -51,7 +51,7 @@ def workflow_validate(
     errors = Errors()
     if name is not None:
         _check_name(errors, name)
-    check_choice(errors, "precision", precision, Precision)
+    check_precision(errors, "precision", precision)
     check_choice(errors, "overlap_policy", overlap_policy, OverlapPolicy)
     definition_check(errors, definition)
     errors.raise_if_any()
@@ -63,7 +63,7 @@ def workflow_create(
     definition: Any,
     description: str = "",
     owner: User | None = None,
-    precision: str = Precision.PRECISE,
+    precision: str = Precision.SECONDS,
     overlap_policy: str = OverlapPolicy.SKIP,
 ) -> Workflow:
     """A new workflow at version 1 (its first ``WorkflowVersion`` too)."""

@@ -275,3 +275,15 @@ def test_a_due_time_with_any_offset_is_stored_as_utc(api):
     response = create(api, due_at=far_offset.isoformat())
     assert response.status_code == 201, response.json()
     assert Job.objects.get().due_at == due
+
+
+def test_precision_classes_and_the_earlier_name(api):
+    minute = create(api, precision="minute")
+    assert minute.status_code == 201 and minute.json()["precision"] == "minute"
+    # "precise" was the seconds class's name: still read, answered as "seconds".
+    legacy = create(api, precision="precise")
+    assert legacy.status_code == 201 and legacy.json()["precision"] == "seconds"
+    assert Job.objects.get(pk=legacy.json()["id"]).precision == "seconds"
+    wrong = create(api, precision="exact")
+    assert wrong.status_code == 400 and "precision" in wrong.json()
+    assert Job.objects.count() == 2

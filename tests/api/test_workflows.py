@@ -67,7 +67,7 @@ def _workflow(api, name: str = "nightly", **fields) -> dict:
 
 def test_start_list_show_and_cancel_executions(api, alice):
     workflow = _workflow(api)
-    assert (workflow["precision"], workflow["overlap_policy"]) == ("precise", "skip")
+    assert (workflow["precision"], workflow["overlap_policy"]) == ("seconds", "skip")
     started = api.post(
         f"/api/workflows/{workflow['id']}/start/",
         {"input": {"env": "prod"}, "start_key": "run-1"},

@@ -37,7 +37,7 @@ def ttl_stack(
     settings,
     monkeypatch,
 ) -> Iterator[Stack]:
-    settings.SCHEDULES_ENGINES = {"precise": "local", "relaxed": "dynamodb_ttl"}
+    settings.SCHEDULES_ENGINES = {"seconds": "local", "relaxed": "dynamodb_ttl"}
     settings.SCHEDULES_TTL_MAX_LATENESS = MAX_LATENESS
     get_engine.cache_clear()
     monkeypatch.setenv("JOBS_QUEUE_URL", aws.queue_url)

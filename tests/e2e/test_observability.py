@@ -80,12 +80,22 @@ def test_metrics_and_health_of_a_running_stack(
         wait_until_final(30, stack)
         assert Run.objects.filter(status=RunStatus.FAILED).count() == 1
 
-        scraped = client.get("/metrics")
-        assert scraped.status_code == 200
-        values = samples(scraped.content.decode())
         runs = "schedules_runs_total"
         noop_ok = (("action", "noop"), ("engine", "local"), ("status", "succeeded"))
         failed = (("action", "fail"), ("engine", "local"), ("status", "failed"))
+
+        def scrape() -> dict[Any, float]:
+            scraped = client.get("/metrics")
+            assert scraped.status_code == 200
+            return samples(scraped.content.decode())
+
+        # The worker counts a run just after its record commits: a scrape may trail the
+        # database by that instant, so wait for the counts rather than read them once.
+        values = wait_for(
+            "every run counted",
+            lambda: (v := scrape()).get((runs, noop_ok), 0) + v.get((runs, failed), 0) == 4 and v,
+            10,
+        )
         assert values[(runs, noop_ok)] == 3
         assert values[(runs, failed)] == 1
         assert values[("schedules_steps_released_total", (("engine", "local"),))] == 4

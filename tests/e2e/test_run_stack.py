@@ -113,7 +113,7 @@ def test_run_stack_runs_a_job_added_in_the_admin(tmp_path):
                 "due_at_0": due.strftime("%Y-%m-%d"),
                 "due_at_1": due.strftime("%H:%M:%S"),
                 "time_zone": "UTC",
-                "precision": "precise",
+                "precision": "seconds",
                 "max_attempts": "3",
                 # The selects the page shows, left at their defaults.
                 "schedule_type": "once",
@@ -170,7 +170,7 @@ def test_run_stack_runs_a_job_added_in_the_admin(tmp_path):
                 "due_at_0": due.strftime("%Y-%m-%d"),
                 "due_at_1": due.strftime("%H:%M:%S"),
                 "time_zone": "UTC",
-                "precision": "precise",
+                "precision": "seconds",
                 "max_attempts": "3",
                 "schedule_type": "once",
                 "missed_policy": "run_once",

@@ -37,7 +37,7 @@ def sfn_stack(
     recording_service: type[RecordingService],
     settings,
 ) -> Iterator[Stack]:
-    settings.SCHEDULES_ENGINES = {"precise": "stepfunctions", "relaxed": "local"}
+    settings.SCHEDULES_ENGINES = {"seconds": "stepfunctions", "relaxed": "local"}
     settings.SCHEDULES_MIN_PING_INTERVAL = 1
     get_engine.cache_clear()
     stack = start_stack(
@@ -48,7 +48,7 @@ def sfn_stack(
         dispatcher=False,
         SCHEDULES_SQS_QUEUE_URL=aws.queue_url,
         SCHEDULES_SFN_STATE_MACHINE_ARN=aws.state_machine_arn,
-        SCHEDULES_ENGINE_PRECISE="stepfunctions",
+        SCHEDULES_ENGINE_SECONDS="stepfunctions",
     )
     yield stack
     stack.stop()

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from schedules.aws_provision import TRUST_POLICY
+from schedules.aws_provision import trust_policy
 from schedules.engines.stepfunctions import load_definition
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -73,10 +73,22 @@ def test_waits_until_the_due_timestamp_then_sends_to_sqs_with_retry_and_catch():
 
 def test_the_message_carries_ids_only():
     states = load_definition()["States"]
-    build = states["BuildMessage"]["Parameters"]
-    assert build["args.$"] == "States.Array($.step_id, $.version)" and build["kwargs"] == {}
     body = states["SendToQueue"]["Parameters"]["MessageBody"]
+    # [args, kwargs, embed] of run_step(step_id, version), written by the engine.
+    assert body["body.$"] == "$.body"
     assert body["headers"]["task"] == "schedules.run_step"
+
+
+def test_two_states_run_per_step_so_two_state_transitions_are_billed():
+    """Standard workflows bill per state transition: wait, then send. No Pass state."""
+    definition = load_definition()
+    states = definition["States"]
+    path, name = [], definition["StartAt"]
+    while name:
+        path.append(states[name]["Type"])
+        name = states[name].get("Next")
+    assert path == ["Wait", "Task"]
+    assert not [s for s in states.values() if s["Type"] == "Pass"]
 
 
 def load_template() -> dict[str, Any]:
@@ -87,7 +99,14 @@ def test_template_ships_the_same_definition_and_least_privilege_role():
     resources = load_template()["Resources"]
     assert resources["StepTimer"]["Properties"]["Definition"] == load_definition()
     role = resources["StepTimerRole"]["Properties"]
-    assert role["AssumeRolePolicyDocument"] == TRUST_POLICY
+    # Trusted by Step Functions for this account's state machine only (confused deputy).
+    assert role["AssumeRolePolicyDocument"] == trust_policy(
+        account={"Ref": "AWS::AccountId"},
+        state_machine_arn={
+            "Fn::Sub": "arn:${AWS::Partition}:states:${AWS::Region}:${AWS::AccountId}"
+            ":stateMachine:${StateMachineName}"
+        },
+    )
     (policy,) = role["Policies"]
     assert policy["PolicyDocument"]["Statement"] == [
         {
@@ -136,3 +155,22 @@ def test_template_ships_the_timer_table_and_the_ttl_only_forwarder_mapping():
     (pattern,) = mapping["Properties"]["FilterCriteria"]["Filters"]
     assert json.loads(pattern["Pattern"]) == TTL_REMOVAL_FILTER
     assert mapping["Properties"]["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+
+
+def test_template_bounds_the_forwarders_retries_like_aws_provision():
+    """A failing batch is bisected and retried a bounded number of times, then goes to the
+    failures queue: the same settings as aws_provision's mapping."""
+    from schedules import aws_provision
+
+    resources = load_template()["Resources"]
+    mapping = resources["TimerStreamToForwarder"]["Properties"]
+    assert mapping["BatchSize"] == aws_provision.FORWARDER_BATCH_SIZE
+    assert mapping["BisectBatchOnFunctionError"] is True
+    assert mapping["MaximumRetryAttempts"] == aws_provision.FORWARDER_MAX_RETRY_ATTEMPTS
+    assert mapping["MaximumRecordAgeInSeconds"] == aws_provision.FORWARDER_MAX_RECORD_AGE_SECONDS
+    assert mapping["DestinationConfig"] == {
+        "OnFailure": {"Destination": {"Fn::GetAtt": ["TimerStreamFailuresQueue", "Arn"]}}
+    }
+    failures = resources["TimerStreamFailuresQueue"]["Properties"]
+    assert failures["QueueName"] == {"Fn::Sub": "${QueueName}" + aws_provision.TTL_FAILURES_SUFFIX}
+    assert failures["MessageRetentionPeriod"] == aws_provision.DLQ_RETENTION_SECONDS

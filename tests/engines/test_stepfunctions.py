@@ -48,7 +48,8 @@ def test_provision_creates_everything_then_changes_nothing(aws: Provisioned):
     out = StringIO()
     call_command("aws_provision", stdout=out)
     text = out.getvalue()
-    assert text.count("unchanged") == 5, text
+    # With the schedule group and its role, and the forwarder's ttl-failures queue.
+    assert text.count("unchanged") == 8, text
     assert f"SCHEDULES_SFN_STATE_MACHINE_ARN={aws.state_machine_arn}" in text
     sqs = aws_client("sqs")
     attributes = sqs.get_queue_attributes(QueueUrl=aws.queue_url, AttributeNames=["All"])[
@@ -87,6 +88,42 @@ def test_role_may_only_send_to_the_jobs_queue(aws: Provisioned):
     assert iam.list_attached_role_policies(RoleName=role_name)["AttachedPolicies"] == []
 
 
+def test_role_is_trusted_by_this_accounts_state_machine_only_and_an_old_trust_is_updated(
+    aws: Provisioned,
+):
+    """Confused-deputy protection: Step Functions may assume the role only on behalf of the
+    state machine of this name in this account (the account and region come from the jobs
+    queue's ARN). A role made with the old trust policy is updated in place."""
+    iam = aws_client("iam")
+    role_name = "schedules-step-timer-role"
+    wanted = {
+        "StringEquals": {"aws:SourceAccount": "123456789012"},  # moto's account
+        "ArnLike": {"aws:SourceArn": aws.state_machine_arn},
+    }
+    assert aws.state_machine_arn == (
+        "arn:aws:states:us-east-1:123456789012:stateMachine:schedules-step-timer"
+    )
+    (statement,) = iam.get_role(RoleName=role_name)["Role"]["AssumeRolePolicyDocument"]["Statement"]
+    assert statement["Principal"] == {"Service": "states.amazonaws.com"}
+    assert statement["Condition"] == wanted
+    old = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Principal": {"Service": "states.amazonaws.com"},
+                "Action": "sts:AssumeRole",
+            }
+        ],
+    }
+    iam.update_assume_role_policy(RoleName=role_name, PolicyDocument=json.dumps(old))
+    out = StringIO()
+    call_command("aws_provision", stdout=out)
+    assert f"updated   iam role: {role_name}\n" in out.getvalue()
+    (statement,) = iam.get_role(RoleName=role_name)["Role"]["AssumeRolePolicyDocument"]["Statement"]
+    assert statement["Condition"] == wanted
+
+
 def test_provision_without_credentials_fails_clearly(monkeypatch, moto_server):
     from django.core.management.base import CommandError
 
@@ -116,8 +153,11 @@ def test_arm_twice_makes_one_execution_named_by_step_and_version(aws: Provisione
     ]
     assert [e["name"] for e in executions] == ["step-41-v3"]
     description = aws_client("stepfunctions").describe_execution(executionArn=first)
-    # Ids, version and the due time only: no payload ever reaches AWS.
-    assert set(json.loads(description["input"])) == {"step_id", "version", "due_at"}
+    # Ids, version and the due time only (and the task's arguments made of them): no
+    # payload ever reaches AWS.
+    sent = json.loads(description["input"])
+    assert set(sent) == {"step_id", "version", "due_at", "body"}
+    assert json.loads(sent["body"]) == [[41, 3], {}, {}]
     assert engine.describe(t).state == "waiting"
 
 
@@ -148,7 +188,7 @@ def test_the_execution_sends_the_message_when_due(aws: Provisioned):
     envelope = json.loads(message["Body"])
     assert envelope["headers"]["task"] == "schedules.run_step"
     assert envelope["headers"]["id"] == "step-7-v2"
-    assert json.loads(envelope["body"])[:2] == [[7, 2], {}]
+    assert json.loads(envelope["body"]) == [[7, 2], {}, {}]
     assert envelope["properties"]["delivery_info"] == {
         "exchange": "",
         "routing_key": aws.queue_name,
@@ -156,6 +196,48 @@ def test_the_execution_sends_the_message_when_due(aws: Provisioned):
     # Re-arming a version whose execution already finished is still one execution.
     assert engine.arm(t) == arn
     assert engine.describe(Timer(**{**t.__dict__, "external_ref": arn})).state == "released"
+    # Two states ran, so AWS bills two state transitions for the step.
+    events = aws_client("stepfunctions").get_execution_history(executionArn=arn)["events"]
+    entered = [
+        e["stateEnteredEventDetails"]["name"] for e in events if e["type"].endswith("StateEntered")
+    ]
+    assert entered == ["WaitUntilDue", "SendToQueue"]
+
+
+def test_an_execution_armed_before_the_body_was_in_the_input_is_still_ours(aws: Provisioned):
+    """Re-arming a step armed by an older release (input without ``body``) finds its timer."""
+    engine = StepFunctionsEngine()
+    t = timer(step_id=12, version=4)
+    older = {k: v for k, v in json.loads(execution_input(t)).items() if k != "body"}
+    arn = aws_client("stepfunctions").start_execution(
+        stateMachineArn=aws.state_machine_arn, name="step-12-v4", input=json.dumps(older)
+    )["executionArn"]
+    assert engine.arm(t) == arn
+
+
+def test_provision_updates_an_older_definition_in_place(aws: Provisioned):
+    """A state machine deployed with the old three-state definition keeps its ARN."""
+    sfn = aws_client("stepfunctions")
+    current = json.loads(
+        sfn.describe_state_machine(stateMachineArn=aws.state_machine_arn)["definition"]
+    )
+    older = {
+        **current,
+        "StartAt": "BuildMessage",
+        "States": {
+            "BuildMessage": {"Type": "Pass", "ResultPath": "$.task", "Next": "WaitUntilDue"},
+            **current["States"],
+        },
+    }
+    sfn.update_state_machine(stateMachineArn=aws.state_machine_arn, definition=json.dumps(older))
+    out = StringIO()
+    call_command("aws_provision", stdout=out)
+    assert "updated   state machine: schedules-step-timer\n" in out.getvalue()
+    described = sfn.describe_state_machine(stateMachineArn=aws.state_machine_arn)
+    assert json.loads(described["definition"]) == current
+    assert "BuildMessage" not in described["definition"]
+    machines = sfn.list_state_machines()["stateMachines"]
+    assert [m["stateMachineArn"] for m in machines] == [aws.state_machine_arn]
 
 
 def test_console_link(aws: Provisioned):
@@ -190,7 +272,7 @@ def test_an_arm_that_keeps_failing_is_marked_and_retried_by_the_sweep(aws: Provi
     from schedules.engines import get_engine
     from schedules.models import ArmState
 
-    settings.SCHEDULES_ENGINES = {"precise": "stepfunctions", "relaxed": "local"}
+    settings.SCHEDULES_ENGINES = {"seconds": "stepfunctions", "relaxed": "local"}
     settings.SCHEDULES_SFN_STATE_MACHINE_ARN = aws.state_machine_arn + "-missing"
     get_engine.cache_clear()
     job = services.job_schedule(action="noop", due_at=timezone.now() + dt.timedelta(hours=1))
@@ -260,7 +342,7 @@ def test_a_stopped_execution_is_not_taken_for_an_armed_timer(
     with pytest.raises(TimerNameSpent, match="ABORTED"):
         engine.arm(t)
 
-    settings.SCHEDULES_ENGINES = {"precise": "stepfunctions", "relaxed": "local"}
+    settings.SCHEDULES_ENGINES = {"seconds": "stepfunctions", "relaxed": "local"}
     get_engine.cache_clear()
     job = services.job_schedule(action="noop", due_at=timezone.now() + dt.timedelta(hours=1))
     step = job.steps.get()
@@ -328,7 +410,7 @@ def test_provision_without_permission_names_the_refused_call(monkeypatch):
         name: boto3.client(
             name, region_name="us-east-1", aws_access_key_id="k", aws_secret_access_key="s"
         )
-        for name in ("sqs", "iam", "stepfunctions", "dynamodb")
+        for name in ("sqs", "iam", "stepfunctions", "dynamodb", "scheduler")
     }
     stub = Stubber(clients["sqs"])
     stub.add_client_error(

@@ -103,7 +103,7 @@ def job_data(**overrides: Any) -> dict[str, Any]:
         "action": "noop",
         "payload": json.dumps({"note": "hi"}),
         "time_zone": "UTC",
-        "precision": Precision.PRECISE,
+        "precision": Precision.SECONDS,
         "max_attempts": "3",
         # What the browser sends for the selects left at their defaults.
         "schedule_type": "once",
@@ -121,7 +121,7 @@ def classroom_data(start: dt.datetime, end: dt.datetime, **overrides: Any) -> di
         "recording_service_ref": "room-42",
         "live_ping_interval": "60",
         "time_zone": "UTC",
-        "precision": Precision.PRECISE,
+        "precision": Precision.SECONDS,
         **split("start", start),
         **split("end", end),
         **overrides,
@@ -194,7 +194,7 @@ def test_editing_a_scheduled_job_calls_job_update_and_job_reschedule(admin_clien
             "name": "new",
             "payload": '{"note": "b"}',
             "max_attempts": "4",
-            "precision": "precise",
+            "precision": "seconds",
             **split("due_at", later),
         },
     )
@@ -217,7 +217,7 @@ def test_editing_only_the_name_sends_only_the_name(admin_client, monkeypatch):
         "name": "renamed",
         "payload": '{"note": "a"}',
         "max_attempts": "3",
-        "precision": "precise",
+        "precision": "seconds",
     }
     response = post_form(
         admin_client, url("job_change", job.pk), {**data, **split("due_at", job.due_at)}
@@ -231,7 +231,7 @@ def test_editing_only_the_name_sends_only_the_name(admin_client, monkeypatch):
 
 
 def test_changing_precision_in_the_admin_moves_the_step(admin_client, settings):
-    settings.SCHEDULES_ENGINES = {"precise": "local", "relaxed": "test-relaxed"}
+    settings.SCHEDULES_ENGINES = {"seconds": "local", "relaxed": "test-relaxed"}
     from schedules.engines import ENGINE_ALIASES, get_engine
 
     ENGINE_ALIASES["test-relaxed"] = "schedules.engines.local.LocalEngine"
@@ -294,7 +294,7 @@ def test_a_page_shown_again_keeps_nothing_the_service_wrote(admin_client):
         "name": "new",
         "payload": "{}",
         "max_attempts": "3",
-        "precision": "precise",
+        "precision": "seconds",
         **split("due_at", job.due_at),
     }
     # No inline management forms: the formsets are invalid and the page is shown again.
@@ -359,7 +359,7 @@ def test_rescheduling_into_the_past_is_refused_on_the_due_field(admin_client):
             "name": "",
             "payload": "{}",
             "max_attempts": "3",
-            "precision": "precise",
+            "precision": "seconds",
             **split("due_at", future(hours=-2)),
         },
     )
@@ -377,7 +377,7 @@ def test_editing_a_bad_payload_is_refused_and_nothing_else_changes(admin_client)
             "name": "x",
             "payload": payload,
             "max_attempts": "3",
-            "precision": "precise",
+            "precision": "seconds",
             **split("due_at", future(hours=3)),
         },
     )
@@ -398,7 +398,7 @@ def test_errors_on_fields_not_in_the_form_go_above_it(admin_client):
             "name": "renamed",
             "payload": "{}",
             "max_attempts": "3",
-            "precision": "precise",
+            "precision": "seconds",
             **split("due_at", job.due_at),
         },
     )
@@ -452,7 +452,7 @@ def test_help_texts_follow_the_settings_in_force(settings):
     settings.SCHEDULES_MAX_PAYLOAD_BYTES = 1234
     settings.SCHEDULES_MAX_ATTEMPTS_LIMIT = 7
     settings.SCHEDULES_PAST_GRACE = 90
-    settings.SCHEDULES_ENGINES = {"precise": "local", "relaxed": "elsewhere"}
+    settings.SCHEDULES_ENGINES = {"seconds": "local", "relaxed": "elsewhere"}
     fields = JobAddForm().fields
     assert "at most 1234 bytes" in fields["payload"].help_text
     assert "from 1 to 7" in fields["max_attempts"].help_text
@@ -1109,7 +1109,7 @@ def test_changing_a_rule_in_the_admin_replans_through_job_update(admin_client, m
         "max_runs": "",
         "missed_policy": "run_once",
         "overlap_policy": "skip",
-        "precision": "precise",
+        "precision": "seconds",
         "max_attempts": "3",
         **split("starts_at", job.starts_at),
     }
@@ -1142,7 +1142,7 @@ def test_a_polling_jobs_page_edits_its_poll_limits(admin_client, settings):
     data = {
         "name": "",
         "payload": json.dumps(job.payload),
-        "precision": "precise",
+        "precision": "seconds",
         "max_attempts": "3",
         "poll_interval": "10",
         "poll_max_checks": "",

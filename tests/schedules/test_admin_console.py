@@ -139,7 +139,7 @@ def test_the_classroom_add_form_reads_its_times_in_the_zone_typed_in(admin_clien
             "recording_service_ref": "room-1",
             "live_ping_interval": "60",
             "time_zone": "Europe/Paris",
-            "precision": "precise",
+            "precision": "seconds",
             "start_0": f"{start.year}-01-15",
             "start_1": "12:00:07",
             "end_0": f"{start.year}-01-15",

@@ -26,7 +26,7 @@ pytestmark = pytest.mark.django_db
 
 #: A whole hour, so every bucket of every window is aligned.
 NOW = dt.datetime(2026, 12, 7, 12, 0, tzinfo=dt.UTC)
-ENDPOINTS = ("lateness", "upcoming", "runs", "problems", "backlog", "health")
+ENDPOINTS = ("lateness", "upcoming", "runs", "problems", "backlog", "health", "cost")
 
 
 def endpoint(name: str) -> str:

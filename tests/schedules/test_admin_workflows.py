@@ -18,7 +18,7 @@ from tests.schedules.test_services_workflows import definition
 pytestmark = pytest.mark.django_db
 
 #: The "Running" fields as the form shows them (their defaults).
-RUNNING = {"precision": "precise", "overlap_policy": "skip"}
+RUNNING = {"precision": "seconds", "overlap_policy": "skip"}
 
 
 def test_adding_a_workflow_saves_version_one_owned_by_the_admin(admin_client, admin_user):

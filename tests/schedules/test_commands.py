@@ -480,7 +480,7 @@ def running(arn: str) -> str:
 
 
 def test_reconcile_on_step_functions(aws: Provisioned, settings):
-    settings.SCHEDULES_ENGINES = {"precise": "stepfunctions", "relaxed": "local"}
+    settings.SCHEDULES_ENGINES = {"seconds": "stepfunctions", "relaxed": "local"}
     get_engine.cache_clear()
     engine = get_engine("stepfunctions")
     job = noop()
@@ -525,7 +525,7 @@ def test_reconcile_on_step_functions(aws: Provisioned, settings):
 
 
 def test_reconcile_on_dynamodb_ttl(aws: Provisioned, settings):
-    settings.SCHEDULES_ENGINES = {"precise": "local", "relaxed": "dynamodb_ttl"}
+    settings.SCHEDULES_ENGINES = {"seconds": "local", "relaxed": "dynamodb_ttl"}
     get_engine.cache_clear()
     engine = get_engine("dynamodb_ttl")
     dynamodb = aws_client("dynamodb")
@@ -562,7 +562,7 @@ def test_reconcile_on_dynamodb_ttl(aws: Provisioned, settings):
 
 
 def test_reconcile_exits_1_when_the_engine_cannot_be_listed(aws: Provisioned, settings):
-    settings.SCHEDULES_ENGINES = {"precise": "stepfunctions", "relaxed": "local"}
+    settings.SCHEDULES_ENGINES = {"seconds": "stepfunctions", "relaxed": "local"}
     settings.SCHEDULES_SFN_STATE_MACHINE_ARN = aws.state_machine_arn + "-missing"
     get_engine.cache_clear()
     out = StringIO()

@@ -118,7 +118,7 @@ def test_broker_down_fails_its_check(settings: Any) -> None:
 
 
 def test_aws_checks_follow_the_engines_and_are_cached(aws: Any, settings: Any) -> None:
-    settings.SCHEDULES_ENGINES = {"precise": "stepfunctions", "relaxed": "dynamodb_ttl"}
+    settings.SCHEDULES_ENGINES = {"seconds": "stepfunctions", "relaxed": "dynamodb_ttl"}
     settings.SCHEDULES_HEALTH_AWS_CACHE_SECONDS = 60
     _Cached.outcomes.clear()
     names = [health.NAMES[type(c)] for c in health.configured_checks()]
@@ -141,7 +141,7 @@ def test_aws_checks_follow_the_engines_and_are_cached(aws: Any, settings: Any) -
 
 
 def test_local_engines_have_no_aws_checks(settings: Any) -> None:
-    settings.SCHEDULES_ENGINES = {"precise": "local", "relaxed": "local"}
+    settings.SCHEDULES_ENGINES = {"seconds": "local", "relaxed": "local"}
     names = [health.NAMES[type(c)] for c in health.configured_checks()]
     assert names == ["database", "broker", "dispatcher", "workers"]
 

@@ -623,7 +623,7 @@ def test_the_admin_form_shows_the_webhook_error_on_its_field(admin_client, setti
         "action": "noop",
         "payload": "{}",
         "time_zone": "UTC",
-        "precision": "precise",
+        "precision": "seconds",
         "max_attempts": "3",
         "schedule_type": "once",
         "missed_policy": "run_once",

@@ -41,7 +41,7 @@ def add_runs(
 
 
 def test_percentiles_per_engine_over_the_window(settings):
-    settings.SCHEDULES_ENGINES = {"precise": "local", "relaxed": "dynamodb_ttl"}
+    settings.SCHEDULES_ENGINES = {"seconds": "local", "relaxed": "dynamodb_ttl"}
     add_runs("local", list(range(1, 101)))  # 1..100 ms
     add_runs("dynamodb_ttl", [60_000, 120_000, 900_000])
     add_runs("local", [999_999], age=dt.timedelta(days=2))  # outside the window

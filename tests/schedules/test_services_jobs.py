@@ -144,7 +144,8 @@ def test_due_times_are_stored_in_utc():
             "no template emails/nope.txt",
         ),
         ({"due_at": "tomorrow"}, "due_at", "must be a date and time"),
-        ({"precision": "exact"}, "precision", "must be one of precise, relaxed"),
+        ({"precision": "exact"}, "precision", "must be one of seconds, minute, relaxed"),
+        ({"precision": "precise"}, "precision", "'precise' is now called 'seconds'"),
         ({"max_attempts": 0}, "max_attempts", "from 1 to"),
         ({"time_zone": "Mars/Olympus"}, "time_zone", "not a known time zone"),
     ],
@@ -285,7 +286,7 @@ def test_bulk_schedule_is_all_or_nothing(in_a_minute):
 def test_changing_precision_moves_the_step_to_the_other_engine(recording_engine, settings, now):
     from schedules.engines import get_engine
 
-    settings.SCHEDULES_ENGINES = {"precise": "recording", "relaxed": "local"}
+    settings.SCHEDULES_ENGINES = {"seconds": "recording", "relaxed": "local"}
     get_engine.cache_clear()
     job = services.job_schedule(action="noop", due_at=now + dt.timedelta(hours=1))
     step = job.steps.get()

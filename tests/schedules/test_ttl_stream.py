@@ -151,3 +151,110 @@ def test_the_stream_command_survives_a_failed_pass(settings, monkeypatch):
     )
     assert passes == ["pass", "pass"]
     assert out.getvalue().rstrip().endswith("stopped")
+
+
+class FailingSQS(RecordingSQS):
+    """Sends every message except those of the steps in ``poison``, which always fail."""
+
+    def __init__(self, poison: set[tuple[int, int]]) -> None:
+        super().__init__()
+        self.poison = poison
+
+    def send_message(self, QueueUrl: str, MessageBody: str) -> None:
+        step = json.loads(json.loads(MessageBody)["body"])[0]
+        if tuple(step) in self.poison:
+            raise ConnectionError("the queue refuses this message")
+        self.steps.append(step)
+
+
+def test_a_malformed_ttl_removal_is_skipped_counted_and_passed(caplog):
+    from schedules import metrics
+
+    hand_added = ttl_removal(2, 1, "20")
+    del hand_added["dynamodb"]["OldImage"]["step_id"]  # an item added to the table by hand
+    streams = ScriptedStreams(
+        [[ttl_removal(1, 1, "10"), hand_added, ttl_removal(3, 1, "30")], []], closed=False
+    )
+    sqs = RecordingSQS()
+    before = metrics.TTL_RECORDS_MALFORMED._value.get()
+    with caplog.at_level(logging.ERROR, logger="schedules.ttl_forwarder"):
+        stats = reader_for(streams, sqs).run_once()
+    assert sqs.steps == [[1, 1], [3, 1]]  # the good records around it are forwarded
+    assert (stats.read, stats.forwarded, stats.failed, stats.malformed) == (3, 2, 0, 1)
+    assert metrics.TTL_RECORDS_MALFORMED._value.get() == before + 1
+    assert StreamCheckpoint.objects.get().sequence_number == "30"  # not held back by it
+    assert "sequence 20" in caplog.text
+
+
+def test_a_record_whose_send_keeps_failing_is_passed_after_max_tries(caplog):
+    """The try count lives on the checkpoint, so it survives restarts (a new reader per pass);
+    at the last try the reader logs an error naming the record and moves past it."""
+    from schedules import metrics
+
+    streams = ScriptedStreams(
+        [[ttl_removal(1, 1, "10"), ttl_removal(2, 7, "20"), ttl_removal(3, 1, "30")], []],
+        closed=False,
+    )
+    sqs = FailingSQS(poison={(2, 7)})
+
+    def one_pass() -> Any:
+        reader = reader_for(streams, sqs)
+        reader.max_tries = 3
+        return reader.run_once()
+
+    for tries in (1, 2):
+        stats = one_pass()
+        assert (stats.failed, stats.abandoned) == (1, 0)
+        checkpoint = StreamCheckpoint.objects.get()
+        assert checkpoint.sequence_number == "10"  # held before the failing record
+        assert (checkpoint.failing_sequence_number, checkpoint.failed_tries) == ("20", tries)
+    abandoned_before = metrics.TTL_RECORDS_ABANDONED._value.get()
+    with caplog.at_level(logging.ERROR, logger="schedules.ttl_stream"):
+        stats = one_pass()
+    assert (stats.failed, stats.abandoned) == (1, 1)
+    checkpoint = StreamCheckpoint.objects.get()
+    assert checkpoint.sequence_number == "30"  # moved past it
+    assert (checkpoint.failing_sequence_number, checkpoint.failed_tries) == ("", 0)
+    assert metrics.TTL_RECORDS_ABANDONED._value.get() == abandoned_before + 1
+    (error,) = [r for r in caplog.records if r.levelno == logging.ERROR]
+    message = error.getMessage()
+    for fact in ("arn:s", "shard s1", "sequence 20", "step 2 version 7", "overdue sweep"):
+        assert fact in message, (fact, message)
+    assert one_pass().read == 0  # not tried again
+    assert [3, 1] in sqs.steps  # the record after it was forwarded (at least once)
+
+
+def test_a_record_that_fails_then_goes_through_clears_its_count():
+    streams = ScriptedStreams([[ttl_removal(1, 1, "10")], []], closed=False)
+    sqs = FailingSQS(poison={(1, 1)})
+    reader = reader_for(streams, sqs)
+    reader.run_once()
+    assert StreamCheckpoint.objects.get().failed_tries == 1
+    sqs.poison = set()
+    reader.run_once()
+    checkpoint = StreamCheckpoint.objects.get()
+    assert (checkpoint.sequence_number, checkpoint.failing_sequence_number) == ("10", "")
+    assert checkpoint.failed_tries == 0 and sqs.steps == [[1, 1]]
+
+
+def test_the_stream_command_gives_up_after_schedules_ttl_stream_max_tries(settings, monkeypatch):
+    from schedules.management.commands import forward_ttl_stream
+
+    settings.SCHEDULES_SQS_QUEUE_URL = "http://127.0.0.1:1/queue/jobs"
+    settings.SCHEDULES_TTL_STREAM_MAX_TRIES = 2
+    streams = ScriptedStreams(
+        [[ttl_removal(1, 1, "10"), ttl_removal(2, 1, "20")], []], closed=False
+    )
+    sqs = FailingSQS(poison={(1, 1)})
+    clients = {"dynamodbstreams": streams, "sqs": sqs}
+    monkeypatch.setattr(forward_ttl_stream, "aws_client", clients.__getitem__)
+
+    def one_pass() -> dict:
+        out = StringIO()
+        call_command("forward_ttl_stream", "--stream-arn", "arn:s", "--once", "--json", stdout=out)
+        return json.loads(out.getvalue())
+
+    assert one_pass()["abandoned"] == 0
+    second = one_pass()
+    assert (second["failed"], second["abandoned"], second["malformed"]) == (1, 1, 0)
+    assert StreamCheckpoint.objects.get().sequence_number == "20"

@@ -50,7 +50,7 @@ def run(*args: str, tmp_path: Path, **env: str) -> subprocess.CompletedProcess[s
 
 
 def test_startup_checks_exit_with_one_message_naming_each_error(settings, caplog):
-    settings.SCHEDULES_ENGINES = {"precise": "locl", "relaxed": "local"}
+    settings.SCHEDULES_ENGINES = {"seconds": "locl", "minute": "local", "relaxed": "local"}
     settings.SCHEDULES_DISPATCH_CHUNK = 0
     with pytest.raises(SystemExit) as exit_:
         startup_checks("worker")
@@ -59,7 +59,7 @@ def test_startup_checks_exit_with_one_message_naming_each_error(settings, caplog
     message = record.getMessage()
     assert message.startswith("the worker cannot start: the system checks found 2 errors:")
     assert "(schedules.E001) Unknown schedules engine 'locl'" in message
-    assert "HINT: Fix SCHEDULES_ENGINES['precise']." in message
+    assert "HINT: Fix SCHEDULES_ENGINES['seconds']." in message
     assert "(schedules.E004) SCHEDULES_DISPATCH_CHUNK must be at least 1." in message
 
 
@@ -76,7 +76,7 @@ def test_startup_checks_pass_quietly_when_the_settings_are_right(caplog):
             "(schedules.E002) SCHEDULES_RECORDING_URL host 'recorder.evil.test' is not in "
             "SCHEDULES_RECORDING_ALLOWED_HOSTS",
         ),
-        ({"SCHEDULES_ENGINE_PRECISE": "locl"}, "(schedules.E001) Unknown schedules engine"),
+        ({"SCHEDULES_ENGINE_SECONDS": "locl"}, "(schedules.E001) Unknown schedules engine"),
     ],
 )
 @pytest.mark.parametrize("process", ["worker", "dispatcher"])

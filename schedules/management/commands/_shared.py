@@ -236,9 +236,9 @@ def add_job_options(parser: CommandParser) -> None:
     parser.add_argument(
         "--precision",
         choices=Precision.values,
-        default=Precision.PRECISE,
-        help="precise (seconds, SCHEDULES_ENGINE_PRECISE) or relaxed (minutes, "
-        "SCHEDULES_ENGINE_RELAXED). Default: precise.",
+        default=Precision.SECONDS,
+        help="seconds (SCHEDULES_ENGINE_SECONDS), minute (SCHEDULES_ENGINE_MINUTE) or "
+        "relaxed (minutes to hours, SCHEDULES_ENGINE_RELAXED). Default: seconds.",
     )
     parser.add_argument(
         "--max-attempts",

@@ -1,4 +1,4 @@
-"""aws_provision: create or update the AWS resources of the precise engine."""
+"""aws_provision: create or update the AWS resources of the AWS engines."""
 
 from __future__ import annotations
 
@@ -25,11 +25,15 @@ PERMISSION_CODES = {
 class Command(BaseCommand):
     help = (
         "Create or update, idempotently, the jobs SQS queue and its dead-letter queue, the IAM "
-        "role the state machine assumes (sqs:SendMessage on the jobs queue only) and the Step "
-        "Functions state machine; and the DynamoDB timer table of the relaxed engine (TTL on, "
-        "NEW_AND_OLD_IMAGES stream) with, if SCHEDULES_TTL_FORWARDER_FUNCTION_ARN is set, the "
-        "Lambda event source mapping of the forwarder. Prints what it created or changed and "
-        "the settings to use. "
+        "role the state machine assumes (sqs:SendMessage on the jobs queue only, trusted by "
+        "this account's state machine only) and the Step Functions state machine; and the "
+        "DynamoDB timer table of the relaxed engine (TTL on, NEW_AND_OLD_IMAGES stream), the "
+        "<queue>-ttl-failures queue and, if SCHEDULES_TTL_FORWARDER_FUNCTION_ARN is set, the "
+        "Lambda event source mapping of the forwarder (bounded retries, failed batches to "
+        "<queue>-ttl-failures); and the EventBridge Scheduler schedule "
+        "group of the eventbridge engine with the role its schedules assume (sqs:SendMessage on "
+        "the jobs queue and its dead-letter queue, this account's schedules only). Prints what "
+        "it created or changed and the settings to use. "
         "Exit 0 on success, 1 on missing credentials or permissions."
     )
 
@@ -55,6 +59,17 @@ class Command(BaseCommand):
             default=settings.SCHEDULES_TTL_TABLE_NAME,
             help="DynamoDB timer table of the relaxed engine (default: SCHEDULES_TTL_TABLE_NAME).",
         )
+        parser.add_argument(
+            "--schedule-group",
+            default=settings.SCHEDULES_EVENTBRIDGE_GROUP,
+            help="Schedule group of the eventbridge engine (default: SCHEDULES_EVENTBRIDGE_GROUP).",
+        )
+        parser.add_argument(
+            "--scheduler-role-name",
+            default=f"{prefix}-step-scheduler-role",
+            help="IAM role the eventbridge engine's schedules assume "
+            "(default: <prefix>-step-scheduler-role).",
+        )
         parser.add_argument("--json", action="store_true", help="Print the result as JSON.")
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -76,6 +91,9 @@ class Command(BaseCommand):
                 aws_client("lambda") if settings.SCHEDULES_TTL_FORWARDER_FUNCTION_ARN else None
             ),
             forwarder_function_arn=settings.SCHEDULES_TTL_FORWARDER_FUNCTION_ARN,
+            scheduler=aws_client("scheduler"),
+            schedule_group=options["schedule_group"],
+            scheduler_role_name=options["scheduler_role_name"],
         )
         try:
             result = provisioner.run()
@@ -104,11 +122,17 @@ class Command(BaseCommand):
             self.stdout.write(style(f"{change.action:9} {change.resource}: {change.name}"))
         self.stdout.write("\nSet these for the web, scheduler and worker processes:")
         self.stdout.write(
-            f"SCHEDULES_ENGINE_PRECISE=stepfunctions\n"
+            "# auto: seconds -> stepfunctions, minute -> eventbridge, relaxed -> dynamodb_ttl\n"
+            "SCHEDULES_ENGINE_SECONDS=auto\n"
+            "SCHEDULES_ENGINE_MINUTE=auto\n"
+            "SCHEDULES_ENGINE_RELAXED=auto\n"
             f"SCHEDULES_SFN_STATE_MACHINE_ARN={result.state_machine_arn}\n"
             f"SCHEDULES_SQS_QUEUE_URL={result.queue_url}\n"
             f"CELERY_BROKER_URL=sqs://\n"
             f"CELERY_TASK_DEFAULT_QUEUE={options['queue_name']}\n"
-            f"SCHEDULES_ENGINE_RELAXED=dynamodb_ttl\n"
-            f"SCHEDULES_TTL_TABLE_NAME={result.table_name}"
+            f"SCHEDULES_TTL_TABLE_NAME={result.table_name}\n"
+            f"SCHEDULES_EVENTBRIDGE_GROUP={result.schedule_group}\n"
+            f"SCHEDULES_EVENTBRIDGE_ROLE_ARN={result.scheduler_role_arn}\n"
+            f"SCHEDULES_SQS_QUEUE_ARN={result.queue_arn}\n"
+            f"SCHEDULES_SQS_DLQ_ARN={result.dlq_arn}"
         )

@@ -28,7 +28,10 @@ class Command(BaseCommand):
         "TTL removal to the jobs queue (INSERT, MODIFY and user deletes are ignored). The "
         "position of each shard is kept in the database, so a restart resumes where it "
         "stopped. A failed pass (AWS or the database unreachable) is logged and retried with "
-        "a backoff of up to a minute. Runs until SIGTERM/Ctrl-C, or one pass with --once. "
+        "a backoff of up to a minute. A record whose send fails is retried by the next pass, "
+        "up to SCHEDULES_TTL_STREAM_MAX_TRIES passes in a row; then it is logged as an error "
+        "and passed over (the overdue sweep releases its step). A TTL removal that names no "
+        "step is logged and skipped. Runs until SIGTERM/Ctrl-C, or one pass with --once. "
         "Exit 0 on success, 1 if the stream or queue cannot be found."
     )
 
@@ -62,6 +65,7 @@ class Command(BaseCommand):
             stream_arn=stream_arn,
             queue_url=settings.SCHEDULES_SQS_QUEUE_URL,
             queue_name=settings.CELERY_TASK_DEFAULT_QUEUE,
+            max_tries=settings.SCHEDULES_TTL_STREAM_MAX_TRIES,
         )
         if options["once"]:
             stats = reader.run_once()
@@ -97,7 +101,9 @@ class Command(BaseCommand):
     def _summary(self, stats: Any) -> str:
         return (
             f"{stats.shards} shard(s): read {stats.read} record(s), forwarded {stats.forwarded} "
-            f"TTL removal(s), {stats.failed} failed send(s)"
+            f"TTL removal(s), {stats.failed} failed send(s), {stats.malformed} malformed "
+            f"record(s) skipped, {stats.abandoned} record(s) given up after "
+            f"{settings.SCHEDULES_TTL_STREAM_MAX_TRIES} failed sends"
         )
 
     def _latest_stream_arn(self) -> str:

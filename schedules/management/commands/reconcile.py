@@ -15,7 +15,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from schedules import services
-from schedules.engines import Engine, Timer, get_engine
+from schedules.engines import Engine, Timer, configured_engine_names, get_engine
 from schedules.models import ArmState, Step, StepState
 from schedules.services.sync import SYNC_FIELDS
 
@@ -85,11 +85,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        names = (
-            [options["engine"]]
-            if options["engine"]
-            else sorted(set(settings.SCHEDULES_ENGINES.values()))
-        )
+        names = [options["engine"]] if options["engine"] else configured_engine_names()
         if options["batch_size"] < 1:
             raise CommandError("batch_size: must be at least 1.")
         try:
