@@ -50,7 +50,9 @@ from bench.run import SCRUBBED_PREFIXES  # noqa: E402  (settings a run must not 
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
-ENGINES = ("local",) * 7 + ("stepfunctions",) * 2 + ("dynamodb_ttl",)
+ENGINES = ("local",) * 6 + ("stepfunctions",) * 2 + ("eventbridge", "dynamodb_ttl")
+#: The precision class of a step on each engine.
+PRECISION_OF = {"dynamodb_ttl": "relaxed", "eventbridge": "minute"}
 JOB_ACTIONS = ("send_email", "send_email", "http_check", "noop", "http_request")
 CLASSROOM_ACTIONS = ("start_recording", "live_ping", "live_ping", "live_ping", "stop_recording")
 #: (status, weight) of runs: mostly successes, a few of everything else.
@@ -333,7 +335,7 @@ def fill(args: argparse.Namespace) -> dict[str, float]:
                 "seconds" if recurring else "",
                 at(-30 * day) if recurring else None,
                 ("scheduled", "scheduled", "succeeded", "succeeded", "failed")[i % 5],
-                "relaxed" if i % 10 == 9 else "seconds",
+                {9: "relaxed", 8: "minute"}.get(i % 10, "seconds"),
             )
 
     writer.write(job_rows, job_values())
@@ -425,7 +427,7 @@ def fill(args: argparse.Namespace) -> dict[str, float]:
                 at(due),
                 1,
                 state,
-                "relaxed" if engine == "dynamodb_ttl" else "seconds",
+                PRECISION_OF.get(engine, "seconds"),
                 engine,
                 f"{engine}:{i + 1}:1",
                 arm_state,
@@ -467,7 +469,7 @@ def fill(args: argparse.Namespace) -> dict[str, float]:
         ],
         stamp,
     )
-    scales = {"local": 0.004, "stepfunctions": 0.3, "dynamodb_ttl": 240.0}
+    scales = {"local": 0.004, "stepfunctions": 0.3, "eventbridge": 30.0, "dynamodb_ttl": 240.0}
     result = json.dumps({"status": 200, "ok": True})
 
     def run_values() -> Iterator[tuple[Any, ...]]:
@@ -639,7 +641,7 @@ def urls_to_time() -> list[tuple[str, str]]:
         ("overview page", reverse("admin:schedules_overview")),
     ]
     windows = {"lateness": ("1h", "24h"), "upcoming": ("24h", "7d"), "runs": ("24h",)}
-    for name in ("lateness", "upcoming", "runs", "problems", "backlog", "health"):
+    for name in ("lateness", "upcoming", "runs", "problems", "backlog", "health", "cost"):
         url = reverse(f"admin:schedules_overview_{name}")
         for window in windows.get(name, ("",)):
             suffix = f"?window={window}" if window else ""
