@@ -220,6 +220,48 @@ SPECTACULAR_SETTINGS = {
 }
 # How long an Idempotency-Key is remembered (seconds).
 SCHEDULES_IDEMPOTENCY_TTL = env.int("SCHEDULES_IDEMPOTENCY_TTL", default=24 * 3600)
+
+
+# --- Retention (docs/operations.md, "Retention and purge") ----------------------------------
+def _keep_days(name: str, value: str) -> float | None:
+    """A retention age in days (``30``, ``0.5``); ``0`` or empty keeps forever (None)."""
+    text = value.strip()
+    try:
+        days = float(text) if text else 0.0
+    except ValueError:
+        raise ImproperlyConfigured(
+            f"{name} must be a number of days (e.g. 30 or 0.5), or 0 or empty to keep "
+            f"forever, not {value!r}."
+        ) from None
+    if days < 0 or days != days or days == float("inf"):
+        raise ImproperlyConfigured(
+            f"{name} must be a number of days from 0 up (0 or empty keeps forever), not {value!r}."
+        )
+    return days or None
+
+
+# How long `manage.py purge` keeps finished rows, in days, by how they ended: succeeded
+# (and skipped, not done), failed (and retried, abandoned), uncertain runs, cancelled.
+SCHEDULES_KEEP_SUCCEEDED_DAYS = _keep_days(
+    "SCHEDULES_KEEP_SUCCEEDED_DAYS", env.str("SCHEDULES_KEEP_SUCCEEDED_DAYS", default="30")
+)
+SCHEDULES_KEEP_FAILED_DAYS = _keep_days(
+    "SCHEDULES_KEEP_FAILED_DAYS", env.str("SCHEDULES_KEEP_FAILED_DAYS", default="90")
+)
+SCHEDULES_KEEP_UNCERTAIN_DAYS = _keep_days(
+    "SCHEDULES_KEEP_UNCERTAIN_DAYS", env.str("SCHEDULES_KEEP_UNCERTAIN_DAYS", default="180")
+)
+SCHEDULES_KEEP_CANCELLED_DAYS = _keep_days(
+    "SCHEDULES_KEEP_CANCELLED_DAYS", env.str("SCHEDULES_KEEP_CANCELLED_DAYS", default="30")
+)
+# Rows the purge examines (and at most deletes) per transaction, and its pause between two:
+# on SQLite a batch holds the database's one write lock, which a step due meanwhile waits
+# for, so the purge leaves it free most of the time there (docs/benchmarks.md).
+SCHEDULES_PURGE_BATCH = env.int("SCHEDULES_PURGE_BATCH", default=1000)
+SCHEDULES_PURGE_PAUSE = env.float(
+    "SCHEDULES_PURGE_PAUSE",
+    default=0.05 if _db["ENGINE"] == "django.db.backends.sqlite3" else 0.0,
+)
 # Throttle counters live in the cache: share one (e.g. Redis) between web processes.
 CACHES = {"default": env.cache("CACHE_URL", default="locmemcache://")}
 

@@ -8,7 +8,12 @@ class SchedulesConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from . import checks, notifications, workflow_actions  # noqa: F401  (checks, an action)
+        from . import (  # noqa: F401  (checks, actions)
+            checks,
+            notifications,
+            purge_action,
+            workflow_actions,
+        )
         from .models import Step
         from .signals import step_deleted, step_saved
 

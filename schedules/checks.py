@@ -151,6 +151,31 @@ def check_timing(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMes
     return errors
 
 
+@checks.register()
+def check_retention(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """The purge's settings (docs/operations.md, "Retention and purge")."""
+    from .services.retention import Retention
+
+    errors: list[checks.CheckMessage] = []
+    try:
+        Retention.from_settings()
+    except ImproperlyConfigured as exc:
+        errors.append(checks.Error(str(exc), id="schedules.E201"))
+    batch = settings.SCHEDULES_PURGE_BATCH
+    if not isinstance(batch, int) or not 1 <= batch <= 100_000:
+        errors.append(
+            checks.Error(
+                f"SCHEDULES_PURGE_BATCH must be from 1 to 100000, not {batch!r}.",
+                id="schedules.E202",
+            )
+        )
+    if settings.SCHEDULES_PURGE_PAUSE < 0:
+        errors.append(
+            checks.Error("SCHEDULES_PURGE_PAUSE must be 0 or more seconds.", id="schedules.E202")
+        )
+    return errors
+
+
 # --- Deploy checks (manage.py check --deploy) -------------------------------------------
 
 #: Cache backends that live in one process: each web process would count its own throttles.

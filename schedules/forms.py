@@ -243,6 +243,12 @@ MISSED_HELP = (
     "default) runs it once for all of them; run every missed occurrence runs each in turn; "
     "skip runs none and goes on with the next occurrence after now."
 )
+PAUSE_AFTER_HELP = (
+    "Pause the job after this many failed occurrences in a row (a failed occurrence is one "
+    "whose attempts all failed; a success starts the count again). Its reason then reads "
+    '"paused after 3 consecutive failures: <the last error>"; resume it once the cause is '
+    "fixed. Empty: it never pauses itself."
+)
 OVERLAP_HELP = (
     "An occurrence due while the previous one is still going (running, retrying or polling): "
     "skip it (the default: the next occurrence is planned when the previous one is over), or "
@@ -279,6 +285,7 @@ SCHEDULE_HELPS: dict[str, Callable[[], str]] = {
     "poll_interval": lambda: poll_help("poll_interval"),
     "poll_max_checks": lambda: poll_help("poll_max_checks"),
     "poll_timeout": lambda: poll_help("poll_timeout"),
+    "pause_after_failures": lambda: PAUSE_AFTER_HELP,
 }
 
 

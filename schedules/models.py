@@ -29,9 +29,16 @@ class PlanStatus(models.TextChoices):
 
     SCHEDULED = "scheduled", "Scheduled"
     RUNNING = "running", "Running"
+    PAUSED = "paused", "Paused (nothing new starts until it is resumed)"
     SUCCEEDED = "succeeded", "Succeeded"
     FAILED = "failed", "Failed"
     CANCELLED = "cancelled", "Cancelled"
+
+
+#: Plans in these states have ended: nothing of theirs runs again.
+ENDED_PLAN_STATES = (PlanStatus.SUCCEEDED, PlanStatus.FAILED, PlanStatus.CANCELLED)
+#: The longest reason a pause keeps.
+PAUSE_REASON_MAX = 500
 
 
 class ScheduleType(models.TextChoices):
@@ -158,8 +165,33 @@ class Job(models.Model):
         help_text="Alerts about this job are also POSTed here (docs/alerts.md); its host must "
         "be in SCHEDULES_HTTP_CHECK_ALLOWED_HOSTS.",
     )
+    pause_after_failures = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="A recurring job pauses itself after this many failed occurrences in a row "
+        "(a success starts the count again); resume it once the cause is fixed. Empty: it "
+        "never pauses itself.",
+    )
+    consecutive_failures = models.PositiveIntegerField(
+        default=0,
+        editable=False,
+        help_text="A recurring job's failed occurrences in a row, up to now (a success resets it).",
+    )
     status = models.CharField(
         max_length=16, choices=PlanStatus.choices, default=PlanStatus.SCHEDULED, editable=False
+    )
+    paused_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        editable=False,
+        help_text="When the job was paused: its pending step is held (its timer disarmed) "
+        "until it is resumed. Empty once resumed.",
+    )
+    pause_reason = models.CharField(
+        max_length=PAUSE_REASON_MAX,
+        blank=True,
+        editable=False,
+        help_text="Why it was paused: the reason given, or the failures it paused itself after.",
     )
     owner = models.ForeignKey(
         settings.AUTH_USER_MODEL,
@@ -203,6 +235,10 @@ class Job(models.Model):
                 | Q(poll_timeout__isnull=False),
                 name="job_poll_has_limit",
             ),
+            models.CheckConstraint(
+                condition=Q(pause_after_failures__isnull=True) | Q(pause_after_failures__gte=1),
+                name="job_pause_after_failures_gte_1",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -231,6 +267,16 @@ class Classroom(models.Model):
     )
     status = models.CharField(
         max_length=16, choices=PlanStatus.choices, default=PlanStatus.SCHEDULED, editable=False
+    )
+    paused_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        editable=False,
+        help_text="When the classroom was paused: its steps not yet run are held (their "
+        "timers disarmed) until it is resumed. Empty once resumed.",
+    )
+    pause_reason = models.CharField(
+        max_length=PAUSE_REASON_MAX, blank=True, editable=False, help_text="Why it was paused."
     )
     owner = models.ForeignKey(
         settings.AUTH_USER_MODEL,
@@ -268,10 +314,13 @@ class StepState(models.TextChoices):
     SUCCEEDED = "succeeded", "Succeeded"
     FAILED = "failed", "Failed"
     CANCELLED = "cancelled", "Cancelled"
+    PAUSED = "paused", "Paused (held, no timer, until its owner is resumed)"
 
 
 PENDING_STATES = (StepState.SCHEDULED, StepState.QUEUED)
 FINAL_STATES = (StepState.SUCCEEDED, StepState.FAILED, StepState.CANCELLED)
+#: Steps that have not run yet: released (pending) or held by a pause.
+WAITING_STATES = (*PENDING_STATES, StepState.PAUSED)
 
 
 class ArmState(models.TextChoices):

@@ -106,6 +106,7 @@ BADGE_TONES = {
     "error": "bad",
     "retrying": "warn",
     "not_done": "warn",
+    "paused": "warn",
     "running": "active",
     "queued": "active",
     "sending": "active",

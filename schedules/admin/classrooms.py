@@ -26,7 +26,6 @@ from ..timelines import classroom_timeline
 from .base import (
     FINAL_PLAN_STATES,
     PlanAdmin,
-    badge_column,
     zoned_time,
 )
 from .filters import (
@@ -36,11 +35,20 @@ from .inlines import (
     RunInline,
     StepInline,
 )
+from .pausing import PauseAdmin, pause_badge
 from .timeline import TIMELINE_FIELDSET, TimelineAdmin
+
+#: What the State section says about pausing.
+STATE_HELP = (
+    "Pause (the button above, or the list's action) holds the steps not started yet and "
+    "disarms their timers; a step running finishes (a recording that started keeps "
+    "recording). Resume drops the pings whose time passed, runs a start or a stop whose "
+    "time passed now, and arms the rest at their times."
+)
 
 
 @admin.register(Classroom)
-class ClassroomAdmin(TimelineAdmin[Classroom], PlanAdmin[Classroom]):
+class ClassroomAdmin(PauseAdmin[Classroom], TimelineAdmin[Classroom], PlanAdmin[Classroom]):
     add_form = ClassroomAddForm
     change_form = ClassroomChangeForm
     list_display = (
@@ -64,7 +72,8 @@ class ClassroomAdmin(TimelineAdmin[Classroom], PlanAdmin[Classroom]):
     ordering = ("-start",)
     raw_id_fields = ("owner",)
     inlines = (StepInline, RunInline)
-    actions = ("cancel_selected", "shift_selected")
+    actions = ("cancel_selected", "shift_selected", "pause_selected", "resume_selected")
+    pause_names = ("classroom", "classrooms")
     add_fieldsets = (
         (None, {"fields": ("title", "recording_service_ref")}),
         ("When", {"fields": ("start", "end", "live_ping_interval", "time_zone", "precision")}),
@@ -72,7 +81,19 @@ class ClassroomAdmin(TimelineAdmin[Classroom], PlanAdmin[Classroom]):
     fieldsets = (
         (None, {"fields": ("title", "recording_service_ref")}),
         ("When", {"fields": ("start", "end", "live_ping_interval", "time_zone", "precision")}),
-        ("State", {"fields": ("status", "owner", "created_at", "updated_at")}),
+        (
+            "State",
+            {
+                "fields": (
+                    "status",
+                    ("paused_at", "pause_reason"),
+                    "owner",
+                    "created_at",
+                    "updated_at",
+                ),
+                "description": STATE_HELP,
+            },
+        ),
         TIMELINE_FIELDSET,
     )
     fixed_fields = (
@@ -83,9 +104,20 @@ class ClassroomAdmin(TimelineAdmin[Classroom], PlanAdmin[Classroom]):
         "created_at",
         "updated_at",
         "timeline",
+        "paused_at",
+        "pause_reason",
     )
 
-    status_badge = badge_column("status", "status")
+    def pause(self, obj: Classroom, reason: str) -> Classroom:
+        return services.classroom_pause(classroom=obj, reason=reason)
+
+    def resume(self, obj: Classroom) -> Classroom:
+        return services.classroom_resume(classroom=obj)
+
+    @admin.display(description="status")
+    def status_badge(self, classroom: Classroom) -> str:
+        """The status as a badge; a paused classroom's reason on hover."""
+        return pause_badge(classroom)
 
     @admin.display(description="start", ordering="start")
     def start_time(self, classroom: Classroom) -> str:

@@ -38,7 +38,6 @@ from ..timelines import job_timeline
 from .base import (
     FINAL_PLAN_STATES,
     PlanAdmin,
-    badge_column,
     zoned_time,
 )
 from .filters import (
@@ -49,6 +48,7 @@ from .inlines import (
     JobStepInline,
     RunInline,
 )
+from .pausing import PauseAdmin, pause_badge
 from .timeline import TIMELINE_FIELDSET, TimelineAdmin
 
 # The job form's script (schedules/static/schedules/job_form.js) shows a fieldset with a
@@ -65,6 +65,20 @@ RATE_FIELDSET = ("Rate rule", {"fields": (("rate_every", "rate_unit"),), "classe
 CRON_FIELDSET = ("Cron rule", {"fields": ("cron",), "classes": RECURRING[1:]})
 #: The query parameter of the add form that prefills it from a job (the "Clone" link).
 CLONE_PARAM = "clone"
+#: What the State section says about pausing.
+STATE_HELP = (
+    "Pause (the button above, or the list's action) holds the job's pending step and "
+    "disarms its timer; an attempt already running finishes, and a recurring job plans "
+    "nothing more. Resume arms only the next run: a one-off job past its due time runs "
+    "now; a recurring job's occurrences missed meanwhile follow its missed policy."
+)
+STATE_FIELDSET: Any = (
+    "State",
+    {
+        "fields": ("status", ("paused_at", "pause_reason"), "owner", "created_at", "updated_at"),
+        "description": STATE_HELP,
+    },
+)
 
 
 def _of_type(fieldsets: Any, schedule_type: str) -> Any:
@@ -78,7 +92,7 @@ def _of_type(fieldsets: Any, schedule_type: str) -> Any:
 
 
 @admin.register(Job)
-class JobAdmin(TimelineAdmin[Job], PlanAdmin[Job]):
+class JobAdmin(PauseAdmin[Job], TimelineAdmin[Job], PlanAdmin[Job]):
     add_form = JobAddForm
     change_form = JobChangeForm
     list_display = (
@@ -103,7 +117,15 @@ class JobAdmin(TimelineAdmin[Job], PlanAdmin[Job]):
     raw_id_fields = ("owner",)
     changelist_defer = ("payload",)
     inlines = (JobStepInline, RunInline)
-    actions = ("cancel_selected", "run_now", "reschedule_selected", "clone_selected")
+    actions = (
+        "cancel_selected",
+        "run_now",
+        "reschedule_selected",
+        "pause_selected",
+        "resume_selected",
+        "clone_selected",
+    )
+    pause_names = ("job", "jobs")
     add_fieldsets = (
         (None, {"fields": ("name", "action", "payload", "webhook_url")}),
         ("When", {"fields": ("schedule_type", "time_zone", "precision", "max_attempts")}),
@@ -116,7 +138,10 @@ class JobAdmin(TimelineAdmin[Job], PlanAdmin[Job]):
         ),
         (
             "Policies (rate or cron jobs)",
-            {"fields": ("missed_policy", "overlap_policy"), "classes": RECURRING},
+            {
+                "fields": ("missed_policy", "overlap_policy", "pause_after_failures"),
+                "classes": RECURRING,
+            },
         ),
         POLL_FIELDSET,
     )
@@ -135,7 +160,7 @@ class JobAdmin(TimelineAdmin[Job], PlanAdmin[Job]):
                 )
             },
         ),
-        ("State", {"fields": ("status", "owner", "created_at", "updated_at")}),
+        STATE_FIELDSET,
     )
     recurring_fieldsets = (
         (None, {"fields": ("name", "action", "payload", "webhook_url")}),
@@ -152,13 +177,27 @@ class JobAdmin(TimelineAdmin[Job], PlanAdmin[Job]):
                 "fields": (
                     "missed_policy",
                     "overlap_policy",
+                    ("pause_after_failures", "consecutive_failures"),
                     "precision",
                     "estimated_cost",
                     "max_attempts",
                 )
             },
         ),
-        ("State", {"fields": ("status", "due_at", "owner", "created_at", "updated_at")}),
+        (
+            "State",
+            {
+                "fields": (
+                    "status",
+                    ("paused_at", "pause_reason"),
+                    "due_at",
+                    "owner",
+                    "created_at",
+                    "updated_at",
+                ),
+                "description": STATE_HELP,
+            },
+        ),
     )
     fixed_fields = (
         "timeline",
@@ -172,7 +211,16 @@ class JobAdmin(TimelineAdmin[Job], PlanAdmin[Job]):
         "rule_description",
         "next_occurrences",
         "estimated_cost",
+        "paused_at",
+        "pause_reason",
+        "consecutive_failures",
     )
+
+    def pause(self, obj: Job, reason: str) -> Job:
+        return services.job_pause(job=obj, reason=reason)
+
+    def resume(self, obj: Job) -> Job:
+        return services.job_resume(job=obj)
 
     def get_fieldsets(self, request: HttpRequest, obj: Job | None = None) -> Any:
         if obj is None:
@@ -199,9 +247,12 @@ class JobAdmin(TimelineAdmin[Job], PlanAdmin[Job]):
         # The services edit a scheduled one-off job, and a recurring job until it ends.
         if obj.is_recurring:
             return obj.status in FINAL_PLAN_STATES
-        return obj.status != PlanStatus.SCHEDULED
+        return obj.status not in (PlanStatus.SCHEDULED, PlanStatus.PAUSED)
 
-    status_badge = badge_column("status", "status")
+    @admin.display(description="status")
+    def status_badge(self, job: Job) -> str:
+        """The status as a badge; a paused job's reason on hover."""
+        return pause_badge(job)
 
     @admin.display(description="due", ordering="due_at")
     def due_time(self, job: Job) -> str:

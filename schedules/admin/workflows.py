@@ -44,6 +44,7 @@ from .inlines import (
     RunInline,
     StepRows,
 )
+from .pausing import admin_reason
 from .timeline import TIMELINE_FIELDSET, TimelineAdmin
 
 
@@ -149,7 +150,7 @@ class WorkflowAdmin(PlanAdmin[Workflow]):
     inlines = (WorkflowExecutionInline, WorkflowVersionInline)
     list_display = ("name", "version", "description", "rule", "owner", "updated_at")
     list_select_related = ("owner", "schedule")
-    actions = ("start_selected",)
+    actions = ("start_selected", "pause_rules", "resume_rules")
     add_fieldsets = (
         (None, {"fields": ("name", "description", "definition")}),
         ("Running", {"fields": ("precision", "overlap_policy")}),
@@ -175,6 +176,37 @@ class WorkflowAdmin(PlanAdmin[Workflow]):
             "" if job.status in (PlanStatus.SCHEDULED, PlanStatus.RUNNING) else f" ({job.status})"
         )
         return change_link(Job, job.pk, f"{describe_schedule(job)}{state}")
+
+    @admin.action(description="Pause selected workflows' rules", permissions=["change"])
+    def pause_rules(self, request: HttpRequest, queryset: QuerySet[Workflow]) -> None:
+        """Pause each one's rule: no execution starts until it is resumed (docs/admin.md)."""
+        reason = admin_reason(request)
+        self.apply_service(
+            request,
+            queryset.select_related(None).only("pk", "name", "version", "schedule"),
+            lambda workflow: services.workflow_pause(workflow=workflow, reason=reason),
+            lambda n: (
+                ngettext(
+                    "%(count)d workflow's rule paused.", "%(count)d workflows' rules paused.", n
+                )
+                % {"count": n}
+            ),
+        )
+
+    @admin.action(description="Resume selected workflows' rules", permissions=["change"])
+    def resume_rules(self, request: HttpRequest, queryset: QuerySet[Workflow]) -> None:
+        """Resume each one's paused rule: its next start is planned by its missed policy."""
+        self.apply_service(
+            request,
+            queryset.select_related(None).only("pk", "name", "version", "schedule"),
+            lambda workflow: services.workflow_resume(workflow=workflow),
+            lambda n: (
+                ngettext(
+                    "%(count)d workflow's rule resumed.", "%(count)d workflows' rules resumed.", n
+                )
+                % {"count": n}
+            ),
+        )
 
     @admin.action(description="Start selected workflows", permissions=["change"])
     def start_selected(

@@ -14,6 +14,7 @@ from workers.actions import job_action_names
 
 from ..models import (
     LEGACY_PRECISIONS,
+    PAUSE_REASON_MAX,
     RECURRING_SCHEDULE_TYPES,
     Classroom,
     Execution,
@@ -154,6 +155,10 @@ class ScheduleFieldsSerializer(StrictSerializer):
     poll_max_checks = _optional_int("Polling actions: most checks, the first included.")
     poll_timeout = _optional_int(
         "Polling actions: seconds after the first check's due time by which it must be done."
+    )
+    pause_after_failures = _optional_int(
+        "Recurring jobs: pause the job after this many failed occurrences in a row (1 or "
+        "more; a success starts the count again). Empty: it never pauses itself."
     )
 
 
@@ -306,7 +311,11 @@ class JobSerializer(serializers.ModelSerializer[Job]):
             "precision",
             "max_attempts",
             "webhook_url",
+            "pause_after_failures",
+            "consecutive_failures",
             "status",
+            "paused_at",
+            "pause_reason",
             "owner",
             "created_at",
             "updated_at",
@@ -381,6 +390,8 @@ class ClassroomSerializer(serializers.ModelSerializer[Classroom]):
             "time_zone",
             "precision",
             "status",
+            "paused_at",
+            "pause_reason",
             "owner",
             "created_at",
             "updated_at",
@@ -406,6 +417,7 @@ class WorkflowRuleSerializer(serializers.ModelSerializer[Job]):
         fields = [
             "id",
             "status",
+            "pause_reason",
             "schedule_type",
             "rate_every",
             "rate_unit",
@@ -419,6 +431,18 @@ class WorkflowRuleSerializer(serializers.ModelSerializer[Job]):
             "next_start",
         ]
         read_only_fields = fields
+
+
+class PauseSerializer(StrictSerializer):
+    """What a pause may say about itself."""
+
+    reason = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        default="",
+        trim_whitespace=True,
+        help_text=f"Why it is paused (at most {PAUSE_REASON_MAX} characters), shown with it.",
+    )
 
 
 class WorkflowSerializer(serializers.ModelSerializer[Workflow]):

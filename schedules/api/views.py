@@ -173,6 +173,39 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, OwnedViewSet)
         job = services.job_run_now(job=self.get_object_to_change())
         return Response(s.JobDetailSerializer(job).data)
 
+    @extend_schema(
+        summary="Pause a job: its pending step is held (its timer disarmed) until it is "
+        "resumed; an attempt already running finishes. A paused job stays as it is (200).",
+        request=s.PauseSerializer,
+        responses={200: s.JobDetailSerializer},
+        parameters=[header_parameter()],
+    )
+    @action(detail=True, methods=["post"])
+    def pause(self, request: Request, pk: str | None = None) -> Response:
+        job = self.get_object_to_change()
+
+        def do() -> Response:
+            data = self.valid_data(s.PauseSerializer, request.data)
+            return Response(s.JobDetailSerializer(services.job_pause(job=job, **data)).data)
+
+        return idempotent(request, do)
+
+    @extend_schema(
+        summary="Resume a paused job: only its next run is armed, re-planned by its missed "
+        "policy (a one-off job past its due time runs now). A job not paused stays as it is.",
+        request=None,
+        responses={200: s.JobDetailSerializer},
+        parameters=[header_parameter()],
+    )
+    @action(detail=True, methods=["post"])
+    def resume(self, request: Request, pk: str | None = None) -> Response:
+        job = self.get_object_to_change()
+
+        def do() -> Response:
+            return Response(s.JobDetailSerializer(services.job_resume(job=job)).data)
+
+        return idempotent(request, do)
+
 
 class ClassroomFilter(django_filters.FilterSet):
     status = django_filters.ChoiceFilter(choices=PlanStatus.choices)
@@ -233,6 +266,41 @@ class ClassroomViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, OwnedVi
     def cancel(self, request: Request, pk: str | None = None) -> Response:
         classroom = services.classroom_cancel(classroom=self.get_object_to_change())
         return Response(s.ClassroomDetailSerializer(classroom).data)
+
+    @extend_schema(
+        summary="Pause a classroom: its steps not yet started are held (their timers "
+        "disarmed) until it is resumed; a step running finishes. A paused one stays (200).",
+        request=s.PauseSerializer,
+        responses={200: s.ClassroomDetailSerializer},
+        parameters=[header_parameter()],
+    )
+    @action(detail=True, methods=["post"])
+    def pause(self, request: Request, pk: str | None = None) -> Response:
+        classroom = self.get_object_to_change()
+
+        def do() -> Response:
+            data = self.valid_data(s.PauseSerializer, request.data)
+            paused = services.classroom_pause(classroom=classroom, **data)
+            return Response(s.ClassroomDetailSerializer(paused).data)
+
+        return idempotent(request, do)
+
+    @extend_schema(
+        summary="Resume a paused classroom: pings whose time passed are dropped, a start "
+        "or stop whose time passed runs now, the rest at their times.",
+        request=None,
+        responses={200: s.ClassroomDetailSerializer},
+        parameters=[header_parameter()],
+    )
+    @action(detail=True, methods=["post"])
+    def resume(self, request: Request, pk: str | None = None) -> Response:
+        classroom = self.get_object_to_change()
+
+        def do() -> Response:
+            resumed = services.classroom_resume(classroom=classroom)
+            return Response(s.ClassroomDetailSerializer(resumed).data)
+
+        return idempotent(request, do)
 
 
 class RunFilter(django_filters.FilterSet):
@@ -344,6 +412,43 @@ class WorkflowViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, OwnedVie
             services.workflow_schedule(workflow=workflow, **data)
         workflow.refresh_from_db()
         return Response(s.WorkflowSerializer(workflow).data)
+
+    @extend_schema(
+        summary="Pause the workflow's rule: no execution starts until it is resumed "
+        "(executions running go on). 400 under schedule if it has no rule.",
+        request=s.PauseSerializer,
+        responses={200: s.WorkflowSerializer},
+        parameters=[header_parameter()],
+    )
+    @action(detail=True, methods=["post"])
+    def pause(self, request: Request, pk: str | None = None) -> Response:
+        workflow = self.get_object_to_change()
+
+        def do() -> Response:
+            data = self.valid_data(s.PauseSerializer, request.data)
+            paused = services.workflow_pause(workflow=workflow, **data)
+            paused.refresh_from_db()
+            return Response(s.WorkflowSerializer(paused).data)
+
+        return idempotent(request, do)
+
+    @extend_schema(
+        summary="Resume the workflow's paused rule: its next start is planned by the rule's "
+        "missed policy.",
+        request=None,
+        responses={200: s.WorkflowSerializer},
+        parameters=[header_parameter()],
+    )
+    @action(detail=True, methods=["post"])
+    def resume(self, request: Request, pk: str | None = None) -> Response:
+        workflow = self.get_object_to_change()
+
+        def do() -> Response:
+            resumed = services.workflow_resume(workflow=workflow)
+            resumed.refresh_from_db()
+            return Response(s.WorkflowSerializer(resumed).data)
+
+        return idempotent(request, do)
 
 
 class ExecutionFilter(django_filters.FilterSet):

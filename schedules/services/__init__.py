@@ -34,6 +34,22 @@ from .jobs import (
 )
 from .leases import LeaseKeeper, lease_keeper, process_name, steps_hold, steps_let_go
 from .maintenance import idempotency_purge_expired
+from .pauses import (
+    classroom_pause,
+    classroom_resume,
+    job_pause,
+    job_resume,
+    workflow_pause,
+    workflow_resume,
+)
+from .retention import (
+    PurgeProgress,
+    PurgeReport,
+    Retention,
+    purge_schedule,
+    purge_unschedule,
+    retention_purge,
+)
 from .sync import (
     steps_arm_pending,
     steps_rearm,
@@ -53,9 +69,14 @@ from .workflows import (
 __all__ = [
     "Busy",
     "LeaseKeeper",
+    "PurgeProgress",
+    "PurgeReport",
     "Recovered",
+    "Retention",
     "classroom_cancel",
     "classroom_create",
+    "classroom_pause",
+    "classroom_resume",
     "classroom_shift",
     "classroom_step_count",
     "classroom_timeline",
@@ -66,7 +87,9 @@ __all__ = [
     "execution_start",
     "idempotency_purge_expired",
     "job_cancel",
+    "job_pause",
     "job_reschedule",
+    "job_resume",
     "job_run_now",
     "job_schedule",
     "job_schedule_many",
@@ -75,6 +98,9 @@ __all__ = [
     "lease_keeper",
     "lookahead",
     "process_name",
+    "purge_schedule",
+    "purge_unschedule",
+    "retention_purge",
     "retry_delay",
     "run_retrying",
     "step_execute",
@@ -94,6 +120,8 @@ __all__ = [
     "steps_waiting_report",
     "timer_for",
     "workflow_create",
+    "workflow_pause",
+    "workflow_resume",
     "workflow_schedule",
     "workflow_unschedule",
     "workflow_update",

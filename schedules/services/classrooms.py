@@ -23,6 +23,7 @@ from django.utils import timezone
 from ..engines import engine_name_for_precision
 from ..models import (
     PENDING_STATES,
+    WAITING_STATES,
     Classroom,
     PlanStatus,
     Precision,
@@ -197,6 +198,10 @@ def classroom_update(
     classroom = Classroom.objects.select_for_update(no_key=True).get(pk=classroom.pk)
     if classroom.status in CLOSED:
         raise ValidationError({"status": f"the classroom is {classroom.status}; it cannot change"})
+    if classroom.status == PlanStatus.PAUSED:
+        raise ValidationError(
+            {"status": "the classroom is paused: resume it first, then change it"}
+        )
     new: dict[str, Any] = {
         "title": classroom.title if title is None else title,
         "start": classroom.start if start is None else start,
@@ -385,8 +390,8 @@ def classroom_cancel(*, classroom: Classroom) -> Classroom:
         Step.objects.select_for_update(no_key=True).filter(classroom=classroom).order_by("pk")
     )
     started = any(s.action == START and s.state in RECORDING_STARTED for s in steps)
-    pending = [s.pk for s in steps if s.state in PENDING_STATES]
-    stop = next((s for s in steps if s.action == STOP and s.state in PENDING_STATES), None)
+    pending = [s.pk for s in steps if s.state in WAITING_STATES]  # held ones too
+    stop = next((s for s in steps if s.action == STOP and s.state in WAITING_STATES), None)
     keep = stop.pk if (started and stop is not None) else None
     Step.objects.filter(pk__in=[pk for pk in pending if pk != keep]).update(
         state=StepState.CANCELLED, version=F("version") + 1, holder="", lease_until=None

@@ -52,7 +52,14 @@ from ..models import (
 )
 from . import executions, plans
 from .leases import LeaseKeeper, locked_in_order, placeholders, process_name
-from .rows import JobPlan, from_db_datetime, job_plan_lock, json_from_db, to_db
+from .rows import (
+    JobPlan,
+    from_db_datetime,
+    job_plan_lock,
+    json_from_db,
+    kept_statuses,
+    to_db,
+)
 from .sync import steps_sync_on_commit
 
 logger = logging.getLogger(__name__)
@@ -167,10 +174,11 @@ def _step_row(row: Sequence[Any]) -> StepRow:
 
 
 def _set_job_status(job_id: int, status: str) -> None:
+    """A cancelled job stays cancelled; a paused one paused, unless ``status`` ends it."""
     with connection.cursor() as cursor:
         cursor.execute(
-            f"UPDATE {JOB_TABLE} SET status = %s WHERE id = %s AND status <> %s",
-            [status, job_id, PlanStatus.CANCELLED.value],
+            f"UPDATE {JOB_TABLE} SET status = %s WHERE id = %s AND status NOT IN (%s, %s)",
+            [status, job_id, *kept_statuses(status)],
         )
 
 
@@ -182,6 +190,8 @@ def _skip_reason(step: StepRow, version: int, now: dt.datetime) -> str:
         return f"stale message: version {version}, the step is at version {step.version}"
     if step.state == StepState.CANCELLED:
         return "the step was cancelled"
+    if step.state == StepState.PAUSED:
+        return "the step is held: its job or classroom is paused"
     if step.state in (StepState.SUCCEEDED, StepState.FAILED):
         return f"duplicate delivery: the step already {step.state}"
     if step.state == StepState.RUNNING and step.lease_until and step.lease_until > now:
@@ -480,6 +490,7 @@ def _refresh_owner(step: StepRow, step_state: str) -> None:
             StepState.SUCCEEDED.value: PlanStatus.SUCCEEDED,
             StepState.FAILED.value: PlanStatus.FAILED,
             StepState.SCHEDULED.value: PlanStatus.SCHEDULED,
+            StepState.PAUSED.value: PlanStatus.PAUSED,  # a retry held: the job is paused
         }[step_state]
         _set_job_status(step.job_id, job_status.value)
         return
@@ -529,22 +540,39 @@ def _lock_rows(table: str, ids: Sequence[int]) -> None:
         cursor.execute(sql, list(ids))
 
 
-def _lock_owner_to_settle(step: StepRow, outcome: Outcome) -> JobPlan | Execution | None:
-    """The record's first lock, the step's owner (the lock order). A workflow's step
-    reads its execution (what it does next); a recurring job, or a polling job whose
-    check was not done, is read with its plan; any other job, or a classroom whose
-    status a recording step's outcome changes, is only locked (a ping changes nothing
-    of its classroom)."""
+def _lock_classroom(classroom_id: int) -> str:
+    """Lock a classroom's row (as ``_lock_rows`` does); its status."""
+    sql = f"SELECT status FROM {CLASSROOM_TABLE} WHERE id = %s"
+    if connection.features.has_select_for_no_key_update:
+        sql += " FOR NO KEY UPDATE"
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [classroom_id])
+        row = cursor.fetchone()
+    return str(row[0]) if row else ""
+
+
+def _lock_owner_to_settle(
+    step: StepRow, outcome: Outcome
+) -> tuple[JobPlan | Execution | None, bool]:
+    """The record's first lock, the step's owner (the lock order), and whether that owner
+    is paused (read where the outcome would arm the step again: a retry or a next
+    check). A workflow's step reads its execution (what it does next); a recurring job,
+    or a job whose check was not done or whose attempt will be retried, is read with its
+    plan; any other job, or a classroom whose status a recording step's outcome changes
+    or whose step will be retried, is only locked (a ping changes nothing of its
+    classroom)."""
     if step.execution_id is not None:
-        return executions.execution_lock(step.execution_id)
+        return executions.execution_lock(step.execution_id), False
+    again = (RunStatus.NOT_DONE, RunStatus.RETRYING)
     if step.job_id is not None:
-        if step.recurring or outcome.status == RunStatus.NOT_DONE:
-            return job_plan_lock(step.job_id)
+        if step.recurring or outcome.status in again:
+            plan = job_plan_lock(step.job_id)
+            return plan, plan.status == PlanStatus.PAUSED
         _lock_rows(JOB_TABLE, [step.job_id])
-    elif step.action in RECORDING_ACTIONS:
+    elif step.action in RECORDING_ACTIONS or outcome.status == RunStatus.RETRYING:
         assert step.classroom_id is not None
-        _lock_rows(CLASSROOM_TABLE, [step.classroom_id])
-    return None
+        return None, _lock_classroom(step.classroom_id) == PlanStatus.PAUSED
+    return None, False
 
 
 def _why_not_settled(current: tuple[int, str] | None, run: Run) -> str:
@@ -598,7 +626,7 @@ def _finish(step: StepRow, run: Run, action_outcome: Outcome, started: dt.dateti
     outcome = dataclasses.replace(action_outcome)
     now = timezone.now()
     with transaction.atomic():
-        owner = _lock_owner_to_settle(step, outcome)
+        owner, paused = _lock_owner_to_settle(step, outcome)
         plan = owner if isinstance(owner, JobPlan) else None
         execution = owner if isinstance(owner, Execution) else None
         if execution is not None and outcome.status == RunStatus.NOT_DONE:
@@ -615,6 +643,11 @@ def _finish(step: StepRow, run: Run, action_outcome: Outcome, started: dt.dateti
             check_again_at, why = _check_again_at(step, now)
             if check_again_at is None:
                 outcome.status, outcome.error = RunStatus.FAILED, why
+            elif paused:
+                outcome.note = (
+                    f"not done; the next check ({check_again_at:%H:%M:%S} UTC) is held while "
+                    "the job is paused"
+                )
             else:
                 outcome.note = f"not done; checks again at {check_again_at:%H:%M:%S} UTC"
         if outcome.status in (RunStatus.SUCCEEDED, RunStatus.NOT_DONE):
@@ -622,9 +655,18 @@ def _finish(step: StepRow, run: Run, action_outcome: Outcome, started: dt.dateti
             new_state = StepState.SUCCEEDED
         elif outcome.status == RunStatus.RETRYING:
             assert delay is not None
-            new_state = StepState.SCHEDULED
-            outcome.note = f"attempt {run.attempt} of {step.max_attempts}; retry in {delay:.1f} s"
             retry_at = now + dt.timedelta(seconds=delay)
+            if paused:  # held with no timer: the retry runs once its owner is resumed
+                new_state = StepState.PAUSED
+                outcome.note = (
+                    f"attempt {run.attempt} of {step.max_attempts}; the retry is held while "
+                    f"the {'job' if step.job_id else 'classroom'} is paused"
+                )
+            else:
+                new_state = StepState.SCHEDULED
+                outcome.note = (
+                    f"attempt {run.attempt} of {step.max_attempts}; retry in {delay:.1f} s"
+                )
         else:
             new_state = StepState.FAILED
         changed = _settle_step(step, run, new_state, retry_at)
@@ -647,6 +689,7 @@ def _finish(step: StepRow, run: Run, action_outcome: Outcome, started: dt.dateti
                 taken_at=run.started_at,
                 first_attempt=run.attempt == 1,
                 check_again_at=check_again_at,
+                error=outcome.error,
             )
         elif execution is not None:
             if new_state != StepState.SCHEDULED:
@@ -823,13 +866,14 @@ def _plain(step: StepRow | None, version: int) -> bool:
 
 
 def _set_jobs_status(job_ids: Sequence[int], status: str) -> None:
+    """As ``_set_job_status``, for several jobs."""
     if not job_ids:
         return
     with connection.cursor() as cursor:
         cursor.execute(
             f"UPDATE {JOB_TABLE} SET status = %s WHERE id IN ({placeholders(len(job_ids))}) "
-            "AND status <> %s",
-            [status, *job_ids, PlanStatus.CANCELLED.value],
+            "AND status NOT IN (%s, %s)",
+            [status, *job_ids, *kept_statuses(status)],
         )
 
 

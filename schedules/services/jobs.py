@@ -18,7 +18,7 @@ from workers.actions import REGISTRY
 from .. import recurrence
 from ..engines import engine_name_for_precision
 from ..models import (
-    PENDING_STATES,
+    WAITING_STATES,
     Job,
     MissedPolicy,
     OverlapPolicy,
@@ -80,6 +80,7 @@ class Schedule:
     poll_interval: int | None = None
     poll_max_checks: int | None = None
     poll_timeout: int | None = None
+    pause_after_failures: int | None = None
 
     @classmethod
     def of(cls, job: Job) -> Schedule:
@@ -107,6 +108,7 @@ class ScheduleFields(TypedDict, total=False):
     poll_interval: int | None
     poll_max_checks: int | None
     poll_timeout: int | None
+    pause_after_failures: int | None
 
 
 #: The largest value a positive integer column holds on every database.
@@ -233,6 +235,19 @@ def _check_options(errors: Errors, action: str, schedule: Schedule) -> None:
     check_choice(errors, "missed_policy", schedule.missed_policy, MissedPolicy)
     check_choice(errors, "overlap_policy", schedule.overlap_policy, OverlapPolicy)
     _check_poll(errors, action, schedule)
+    if schedule.pause_after_failures is not None:
+        if schedule.schedule_type == ScheduleType.ONCE:
+            errors.add(
+                "pause_after_failures",
+                "applies to a recurring job only (a one-off job ends when it fails)",
+            )
+        else:
+            _whole(
+                errors,
+                "pause_after_failures",
+                schedule.pause_after_failures,
+                rule=" (failed occurrences in a row; leave it empty to never pause)",
+            )
 
 
 def _check_timing(
@@ -435,6 +450,27 @@ def _replan(job: Job, first: dt.datetime) -> None:
     job_plan_step(job, first, sequence=job.last_sequence + 1)
 
 
+def job_held_steps(job: Job) -> list[Step]:
+    """The steps a pause holds (state ``paused``), locked in ascending id (the lock order)."""
+    return list(
+        Step.objects.select_for_update(no_key=True)
+        .filter(job=job, state=StepState.PAUSED)
+        .order_by("pk")
+    )
+
+
+def _replan_held(job: Job, held: list[Step], first: dt.datetime) -> None:
+    """A paused recurring job's rule changed: its held next occurrence moves to the new
+    rule's first occurrence after now, still held (resume arms it). A retry or a next
+    check held of an occurrence that had begun is left to finish under the old plan."""
+    fresh = [s for s in held if s.poll_number == 0 and s.attempts == 0]
+    for step in fresh:
+        _refence(step, state=StepState.CANCELLED)
+    if fresh or not held:
+        job.due_at = first
+        job_plan_step(job, first, sequence=job.last_sequence + 1, held=True)
+
+
 @retrying
 def job_update(
     *,
@@ -455,15 +491,32 @@ def job_update(
     rule re-plans the next occurrence (the first one after now).
     """
     job = Job.objects.select_for_update(no_key=True).get(pk=job.pk)
-    pending = job_pending_step(job)  # locks every pending step, in ascending id, up front
+    # Every step not run yet, locked in ascending id up front: the pending one (latest
+    # occurrence and check first), or a paused job's held ones.
+    waiting = list(
+        Step.objects.select_for_update(no_key=True)
+        .filter(job=job, state__in=WAITING_STATES)
+        .order_by("pk")
+    )
+    pending = max(
+        (s for s in waiting if s.state != StepState.PAUSED),
+        key=lambda step: (step.sequence, step.poll_number),
+        default=None,
+    )
+    held = [s for s in waiting if s.state == StepState.PAUSED]
     errors = Errors()
     recurring = job.schedule_type != ScheduleType.ONCE
-    editable = (PlanStatus.SCHEDULED, PlanStatus.RUNNING) if recurring else (PlanStatus.SCHEDULED,)
+    editable = (
+        (PlanStatus.SCHEDULED, PlanStatus.RUNNING, PlanStatus.PAUSED)
+        if recurring
+        else (PlanStatus.SCHEDULED, PlanStatus.PAUSED)
+    )
     if job.status not in editable:
         errors.add(
             "status",
             f"the job is {job.status}; only a "
-            f"{'scheduled or running recurring' if recurring else 'scheduled'} job can be edited",
+            f"{'scheduled, running or paused recurring' if recurring else 'scheduled or paused'}"
+            " job can be edited",
         )
     new_type = schedule_fields.get("schedule_type", job.schedule_type)
     if (new_type == ScheduleType.ONCE) != (not recurring):
@@ -500,8 +553,8 @@ def job_update(
     errors.raise_if_any()
     if precision is not None and precision != job.precision:
         job.precision = precision
+        engine = engine_name_for_precision(precision)
         if pending is not None:
-            engine = engine_name_for_precision(precision)
             _refence(
                 pending,
                 precision=precision,
@@ -509,6 +562,8 @@ def job_update(
                 state=StepState.SCHEDULED,
                 queued_at=None,
             )
+        for step in held:  # no timer to move: resuming arms it on its new engine
+            _refence(step, precision=precision, engine=engine)
     for field, value in schedule.fields().items():
         if isinstance(value, dt.datetime):
             value = value.astimezone(dt.UTC)
@@ -518,9 +573,12 @@ def job_update(
         job.name = name
     if max_attempts is not None:
         job.max_attempts = max_attempts
-        Step.objects.filter(job=job, state__in=PENDING_STATES).update(max_attempts=max_attempts)
+        Step.objects.filter(job=job, state__in=WAITING_STATES).update(max_attempts=max_attempts)
     if first is not None:
-        _replan(job, first)
+        if job.status == PlanStatus.PAUSED:
+            _replan_held(job, held, first)
+        else:
+            _replan(job, first)
     job.save()
     return job
 
@@ -539,20 +597,30 @@ def job_reschedule(*, job: Job, due_at: dt.datetime) -> Job:
         errors.raise_if_any()
     due = check_due(errors, "due_at", due_at, now=timezone.now())
     step = job_pending_step(job)
+    paused = job.status == PlanStatus.PAUSED
+    if paused:  # its held step moves, still held: resuming arms it for the new time
+        step = max(job_held_steps(job), key=lambda s: s.poll_number, default=None)
     if step is None:
-        errors.add("due_at", f"the job is {job.status}; only a scheduled job can be rescheduled")
+        errors.add(
+            "due_at",
+            f"the job is {job.status}; only a scheduled or paused job can be rescheduled",
+        )
     errors.raise_if_any()
     assert step is not None and due is not None
-    _refence(step, due_at=due, state=StepState.SCHEDULED, queued_at=None)
+    if paused:
+        _refence(step, due_at=due)
+    else:
+        _refence(step, due_at=due, state=StepState.SCHEDULED, queued_at=None)
+        job.status = PlanStatus.SCHEDULED
     job.due_at = due
-    job.status = PlanStatus.SCHEDULED
     job.save(update_fields=["due_at", "status", "updated_at"])
     return job
 
 
 @retrying
 def job_cancel(*, job: Job) -> Job:
-    """Cancel a job: its pending step never runs. An attempt already running finishes."""
+    """Cancel a job: its pending (or held) step never runs. An attempt already running
+    finishes."""
     job = Job.objects.select_for_update(no_key=True).get(pk=job.pk)
     if job.status in (PlanStatus.SUCCEEDED, PlanStatus.FAILED, PlanStatus.CANCELLED):
         raise ValidationError(
@@ -560,7 +628,7 @@ def job_cancel(*, job: Job) -> Job:
         )
     for step in (
         Step.objects.select_for_update(no_key=True)
-        .filter(job=job, state__in=[StepState.SCHEDULED, StepState.QUEUED, StepState.RUNNING])
+        .filter(job=job, state__in=[*WAITING_STATES, StepState.RUNNING])
         .order_by("pk")  # the lock order: several steps in ascending id
     ):
         _refence(step, state=StepState.CANCELLED)
@@ -584,6 +652,10 @@ def job_run_now(*, job: Job) -> Job:
         )
         if step is not None:
             step.attempts = 0
+    if step is None and job.status == PlanStatus.PAUSED:
+        raise ValidationError(
+            {"status": "the job is paused: resume it first (it then runs by its schedule)"}
+        )
     if step is None:
         raise ValidationError(
             {"status": f"the job is {job.status}; only a scheduled or failed job can run now"}

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from django.conf import settings
+from django.db.models import F
 from django.utils import timezone
 
 from .. import recurrence
@@ -51,7 +52,7 @@ from ..models import (
 )
 from ..selectors import rule_for
 from .rows import JobPlan, job_plan_save
-from .sync import timer_for
+from .sync import steps_sync_on_commit, timer_for
 
 #: Missed occurrences counted one by one, at most (notes say "at least" beyond).
 MISSED_COUNT_CAP = 1000
@@ -76,14 +77,20 @@ def written_armed(engine_name: str, due_at: dt.datetime, now: dt.datetime) -> bo
 
 
 def job_plan_step(
-    job: PlannedJob, due_at: dt.datetime, *, sequence: int, poll_number: int = 0
+    job: PlannedJob,
+    due_at: dt.datetime,
+    *,
+    sequence: int,
+    poll_number: int = 0,
+    held: bool = False,
 ) -> Step:
     """A new pending step of ``job``; the caller saves ``job`` (its ``last_sequence``).
 
     With an engine whose timer is the row itself (local), the step is armed by this
     transaction's commit, so it is written armed (if within the horizon) and the
     dispatchers are woken (PostgreSQL delivers the NOTIFY at the commit); with any
-    other engine its post_save syncs it after the commit.
+    other engine its post_save syncs it after the commit. A ``held`` step (its job is
+    paused) is written paused: no engine holds a timer for it until the job resumes.
     """
     step = Step(
         job_id=job.pk,
@@ -94,6 +101,7 @@ def job_plan_step(
         precision=job.precision,
         max_attempts=job.max_attempts,
         recurring=job.schedule_type != ScheduleType.ONCE,
+        state=StepState.PAUSED if held else StepState.SCHEDULED,
     )
     job.last_sequence = max(job.last_sequence, sequence)
     return step_plan(step)
@@ -106,7 +114,7 @@ def step_plan(step: Step) -> Step:
     if not engine.row_is_timer:
         step.save()
         return step
-    if written_armed(name, step.due_at, timezone.now()):
+    if step.state == StepState.SCHEDULED and written_armed(name, step.due_at, timezone.now()):
         step.arm_state, step.armed_version, step.armed_engine = ArmState.ARMED, 1, name
         step.armed_at = timezone.now()
     (step,) = Step.objects.bulk_create([step])  # no post_save: nothing to sync after
@@ -167,6 +175,8 @@ def _plan_successor(
     )
     if nxt is None:
         return False
+    if job.status == PlanStatus.PAUSED:
+        return True  # there is a next occurrence, but nothing is planned: resume plans it
     job.due_at = nxt
     job_plan_step(job, nxt, sequence=job.last_sequence + 1)
     return True
@@ -233,6 +243,41 @@ def occurrence_taken(
     return Taken(note=note)
 
 
+def _count_outcome(job: JobPlan, state: str, error: str) -> None:
+    """An occurrence of a recurring job is over: count it, and pause the job once it has
+    failed ``pause_after_failures`` times in a row (a pending occurrence, planned early
+    by overlap ``allow``, is held; nothing more is planned)."""
+    if state != StepState.FAILED:
+        job.consecutive_failures = 0
+        return
+    job.consecutive_failures += 1
+    limit = job.pause_after_failures
+    active = job.status in (PlanStatus.SCHEDULED, PlanStatus.RUNNING)
+    if limit is None or job.consecutive_failures < limit or not active:
+        return
+    lines = error.strip().splitlines()
+    job.pausing = (
+        f"paused after {job.consecutive_failures} consecutive failures: "
+        f"{lines[0] if lines else 'no error text'}"
+    )
+    job.status = PlanStatus.PAUSED
+    held = list(
+        Step.objects.select_for_update(no_key=True)
+        .filter(job_id=job.pk, state__in=PENDING_STATES)
+        .order_by("pk")  # the lock order: steps in ascending id
+        .values_list("pk", flat=True)
+    )
+    if held:
+        Step.objects.filter(pk__in=held).update(
+            state=StepState.PAUSED,
+            version=F("version") + 1,
+            queued_at=None,
+            holder="",
+            lease_until=None,
+        )
+        steps_sync_on_commit(held)  # their timers are disarmed after the commit
+
+
 def poll_next_due(
     *, job_id: int, sequence: int, poll_number: int, due_at: dt.datetime, now: dt.datetime
 ) -> tuple[dt.datetime | None, str]:
@@ -264,24 +309,36 @@ def step_settled(
     taken_at: dt.datetime,
     first_attempt: bool,
     check_again_at: dt.datetime | None,
+    error: str = "",
 ) -> None:
     """A step of a recurring or polling job settled in ``state`` (``scheduled``: it
-    retries at ``due_at``): plan what follows (the next check, or with overlap
-    ``skip`` the next occurrence once this one is over) and save the job's status.
-    ``check_again_at`` is set when the action was not done yet; ``taken_at`` is when
-    this attempt was claimed (the occurrence's own start is looked up when this is
-    not its first check's first attempt). ``job`` is the plan, locked by the caller
-    before the step (the lock order)."""
+    retries at ``due_at``; ``paused``: that retry is held, the job is paused): plan
+    what follows (the next check, or with overlap ``skip`` the next occurrence once
+    this one is over) and save the job's status. ``check_again_at`` is set when the
+    action was not done yet; ``taken_at`` is when this attempt was claimed (the
+    occurrence's own start is looked up when this is not its first check's first
+    attempt). ``job`` is the plan, locked by the caller before the step (the lock
+    order). An occurrence that failed (``error``: why) counts towards the job's
+    ``pause_after_failures``; one that succeeded starts the count again.
+
+    While the job is paused nothing is armed: a next check or a retry is written held
+    (paused), and the next occurrence is not planned at all (``job_resume`` plans it,
+    by the missed policy)."""
     job_id = job.pk
+    paused = job.status == PlanStatus.PAUSED
     if check_again_at is not None:
         job.due_at = check_again_at
-        job_plan_step(job, check_again_at, sequence=sequence, poll_number=poll_number + 1)
+        job_plan_step(
+            job, check_again_at, sequence=sequence, poll_number=poll_number + 1, held=paused
+        )
         job_plan_save(job, PlanStatus.SCHEDULED)
         return
-    if state == StepState.SCHEDULED:  # a retry of this step
+    if state in (StepState.SCHEDULED, StepState.PAUSED):  # a retry of this step (held)
         job.due_at = due_at
         job_plan_save(job, PlanStatus.SCHEDULED)
         return
+    if recurring:
+        _count_outcome(job, state, error)
     planned = False
     if recurring and job.overlap_policy == OverlapPolicy.SKIP:
         if poll_number or not first_attempt:

@@ -19,7 +19,7 @@ from django.db import connection, models
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from ..models import Job, PlanStatus, Run, Step
+from ..models import PAUSE_REASON_MAX, Job, PlanStatus, Run, Step
 
 JOB_TABLE = Job._meta.db_table
 
@@ -71,9 +71,14 @@ class JobPlan:
     max_runs: int | None
     missed_policy: str
     overlap_policy: str
+    pause_after_failures: int | None = None
+    consecutive_failures: int = 0
+    #: Not a column: why the job pauses itself, set by ``plans.step_settled`` and saved by
+    #: ``job_plan_save`` (as ``pause_reason``, with ``paused_at``).
+    pausing: str = dataclasses.field(default="", metadata={"column": False})
 
 
-PLAN_COLUMNS = [f.name for f in dataclasses.fields(JobPlan)]
+PLAN_COLUMNS = [f.name for f in dataclasses.fields(JobPlan) if f.metadata.get("column", True)]
 PLAN_DATETIMES = {"due_at", "starts_at", "ends_at"}
 
 
@@ -94,19 +99,50 @@ def job_plan_lock(job_id: int) -> JobPlan:
     return JobPlan(**values)
 
 
+#: Statuses a job keeps whatever its steps do next, unless it ends: cancelled, paused.
+HELD_STATUSES = (PlanStatus.CANCELLED.value, PlanStatus.PAUSED.value)
+
+
+def kept_statuses(status: str) -> tuple[str, str]:
+    """The job statuses that ``status`` does not overwrite: a cancelled job stays
+    cancelled; a paused one stays paused unless ``status`` ends it (succeeded, failed)."""
+    if status in (PlanStatus.SCHEDULED, PlanStatus.RUNNING):
+        return HELD_STATUSES
+    return (PlanStatus.CANCELLED.value, PlanStatus.CANCELLED.value)
+
+
 def job_plan_save(plan: JobPlan, status: str) -> None:
-    """Write the plan's status, due time and counters; a cancelled job stays cancelled."""
+    """Write the plan's status, due time and counters; a cancelled job stays cancelled, a
+    paused one paused unless it ends. A plan that pauses itself (``pausing``) is saved
+    paused, with when and why."""
+    now = timezone.now()
+    if plan.pausing and status in (PlanStatus.SCHEDULED, PlanStatus.RUNNING):
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"UPDATE {JOB_TABLE} SET paused_at = %s, pause_reason = %s "
+                "WHERE id = %s AND status NOT IN (%s, %s)",
+                [
+                    to_db(Job, "paused_at", now),
+                    plan.pausing[:PAUSE_REASON_MAX],
+                    plan.pk,
+                    *HELD_STATUSES,
+                ],
+            )
+            if cursor.rowcount:
+                status = PlanStatus.PAUSED
     with connection.cursor() as cursor:
         cursor.execute(
-            f"UPDATE {JOB_TABLE} SET status = CASE WHEN status = %s THEN status ELSE %s END, "
-            "due_at = %s, run_count = %s, last_sequence = %s, updated_at = %s WHERE id = %s",
+            f"UPDATE {JOB_TABLE} SET status = CASE WHEN status IN (%s, %s) THEN status "
+            "ELSE %s END, due_at = %s, run_count = %s, last_sequence = %s, "
+            "consecutive_failures = %s, updated_at = %s WHERE id = %s",
             [
-                PlanStatus.CANCELLED.value,
+                *kept_statuses(status),
                 PlanStatus(status).value,
                 to_db(Job, "due_at", plan.due_at),
                 plan.run_count,
                 plan.last_sequence,
-                to_db(Job, "updated_at", timezone.now()),
+                plan.consecutive_failures,
+                to_db(Job, "updated_at", now),
                 plan.pk,
             ],
         )

@@ -556,6 +556,8 @@ def test_jobs_and_classrooms_are_not_deleted_from_the_admin(admin_client):
         "cancel_selected",
         "run_now",
         "reschedule_selected",
+        "pause_selected",
+        "resume_selected",
         "clone_selected",
     ]
 

@@ -10,6 +10,7 @@ import json
 import re
 import sys
 import zoneinfo
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from schedules.models import (
     Job,
     MissedPolicy,
     OverlapPolicy,
+    PlanStatus,
     Precision,
     Run,
     ScheduleType,
@@ -116,6 +118,51 @@ def get_job(job_id: int) -> Job:
             f"No job with id {job_id}; `python manage.py list_jobs` shows the existing ones."
         )
     return job
+
+
+def each_job(
+    command: BaseCommand,
+    ids: list[int],
+    service: Callable[[Job], Job],
+    *,
+    done: str,
+    unchanged: Callable[[Job], bool],
+    as_json: bool,
+) -> None:
+    """Call ``service`` on each job by id, on its own (the others are still done when one
+    fails); print a line per job, or with ``as_json`` ``{done: [ids], "unchanged": [ids],
+    "errors": [{id, error}]}``; end with a CommandError listing the jobs refused."""
+    changed: list[int] = []
+    same: list[int] = []
+    errors: list[dict[str, Any]] = []
+    for job_id in ids:
+        try:
+            job = get_job(job_id)
+            was = unchanged(job)
+            service(job)
+        except CommandError as exc:
+            errors.append({"id": job_id, "error": {"id": [str(exc)]}})
+            continue
+        except ValidationError as exc:
+            errors.append({"id": job_id, "error": error_dict(exc)})
+            continue
+        except Busy as exc:
+            errors.append({"id": job_id, "error": {"database": [str(exc)]}})
+            continue
+        (same if was else changed).append(job_id)
+        if not as_json:
+            text = f"job {job_id} was already {done}" if was else f"{done} job {job_id}"
+            command.stdout.write(command.style.SUCCESS(text))
+    if as_json:
+        write_json(command, {done: changed, "unchanged": same, "errors": errors})
+    if errors:
+        lines = "\n".join(
+            f"  job {e['id']}: {field}: {message}"
+            for e in errors
+            for field, messages in e["error"].items()
+            for message in messages
+        )
+        raise CommandError(f"{len(errors)} of {len(ids)} job(s) not {done}:\n{lines}")
 
 
 def get_owner(username: str | None) -> Any:
@@ -215,6 +262,13 @@ def add_job_options(parser: CommandParser) -> None:
         "(default) or allow it to run alongside.",
     )
     parser.add_argument(
+        "--pause-after-failures",
+        type=int,
+        metavar="N",
+        help="Recurring jobs: pause the job after N failed occurrences in a row (N >= 1; a "
+        "success starts the count again); resume it with resume_job. Default: never.",
+    )
+    parser.add_argument(
         "--poll-interval",
         type=int,
         metavar="SECONDS",
@@ -297,6 +351,7 @@ def job_options(options: dict[str, Any]) -> dict[str, Any]:
         "poll_interval": options["poll_interval"],
         "poll_max_checks": options["poll_max_checks"],
         "poll_timeout": options["poll_timeout"],
+        "pause_after_failures": options["pause_after_failures"],
         "precision": options["precision"],
         "max_attempts": options["max_attempts"],
         "name": options["name"],
@@ -372,6 +427,13 @@ def job_as_dict(job: Job, *, payload: bool = False) -> dict[str, Any]:
             poll_max_checks=job.poll_max_checks,
             poll_timeout=job.poll_timeout,
         )
+    if job.is_recurring:
+        data.update(
+            pause_after_failures=job.pause_after_failures,
+            consecutive_failures=job.consecutive_failures,
+        )
+    if job.status == PlanStatus.PAUSED or job.paused_at is not None:
+        data.update(paused_at=iso(job.paused_at), pause_reason=job.pause_reason)
     if job.webhook_url:
         data["webhook_url"] = job.webhook_url
     if payload:

@@ -49,15 +49,37 @@ class Command(ServiceCommand):
             "--cron", metavar="EXPR", help="Recurring jobs: a new cron rule, e.g. '0 9 * * 1-5'."
         )
         add_rule_options(parser, changing=True)
+        pause = parser.add_mutually_exclusive_group()
+        pause.add_argument(
+            "--pause-after-failures",
+            type=int,
+            metavar="N",
+            help="Recurring jobs: pause the job after N failed occurrences in a row (N >= 1).",
+        )
+        pause.add_argument(
+            "--no-pause-after-failures",
+            action="store_true",
+            help="Recurring jobs: never pause the job after failures.",
+        )
         parser.add_argument("--json", action="store_true", help="Print the job as JSON.")
 
     def handle(self, *args: Any, **options: Any) -> None:
         job = get_job(options["id"])
         rule = rule_options(options)
-        if not rule and not options["due"]:
+        policy: dict[str, Any] = {}
+        if options["pause_after_failures"] is not None:
+            policy["pause_after_failures"] = options["pause_after_failures"]
+        elif options["no_pause_after_failures"]:
+            policy["pause_after_failures"] = None
+        if options["due"] and policy:
+            raise CommandError(
+                "--due moves a one-off job; --pause-after-failures applies to a recurring one. "
+                "Give one of them."
+            )
+        if not rule and not policy and not options["due"]:
             raise CommandError(
                 "Give --due for a one-off job, or a rule change (--every, --cron, --starts, "
-                "--ends, --no-end, --max-runs) for a recurring one."
+                "--ends, --no-end, --max-runs, --pause-after-failures) for a recurring one."
             )
         if rule.get("schedule_type") == ScheduleType.RATE:
             rule["cron"] = ""
@@ -67,7 +89,7 @@ class Command(ServiceCommand):
             if options["due"]:
                 job = services.job_reschedule(job=job, due_at=parse_due(options["due"]))
             else:
-                job = services.job_update(job=job, **rule)
+                job = services.job_update(job=job, **rule, **policy)
         except ValidationError as exc:
             raise validation_failed(
                 self, exc, as_json=options["json"], what=f"Job {job.pk} was not rescheduled"

@@ -8,7 +8,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
-from schedules.models import Job, Run
+from schedules.models import Job, PlanStatus, Run
 from schedules.selectors import describe_schedule, job_next_occurrences
 
 from ._shared import (
@@ -54,6 +54,13 @@ class Command(BaseCommand):
                 ("runs", f"{job.run_count}" + (f" of {job.max_runs}" if job.max_runs else "")),
                 ("missed_policy", job.missed_policy),
                 ("overlap_policy", job.overlap_policy),
+                (
+                    "pause_after",
+                    f"{job.pause_after_failures} failures in a row "
+                    f"({job.consecutive_failures} so far)"
+                    if job.pause_after_failures
+                    else "-",
+                ),
                 ("next", ", ".join(local_time(t, job.time_zone) for t in upcoming) or "-"),
             ]
         if job.poll_interval is not None:
@@ -79,8 +86,14 @@ class Command(BaseCommand):
         out = self.stdout.write
         out(self.style.MIGRATE_HEADING(f"job {job.pk}  {job.action}  {job.name}".rstrip()))
         zone = local_time(job.due_at, job.time_zone)
+        paused = (
+            [("paused_at", iso(job.paused_at)), ("pause_reason", job.pause_reason or "-")]
+            if job.status == PlanStatus.PAUSED
+            else []
+        )
         for label, value in [
             ("status", job.status),
+            *paused,
             ("schedule", describe_schedule(job)),
             ("precision", job.precision),
             ("due_at", f"{iso(job.due_at)}" + (f"  ({zone}, {job.time_zone})" if zone else "")),

@@ -12,6 +12,7 @@
     scheduled: "#3b82c4",
     queued: "#7b61c9",
     running: "#e0a100",
+    paused: "#c97a1e",
     upcoming: "#9aa9b8",
   };
 
