@@ -99,11 +99,16 @@ def job_pause(*, job: Job, reason: str = "") -> Job:
         .order_by("pk")  # the lock order: several steps in ascending id
     ):
         _refence(step, state=StepState.PAUSED, queued_at=None)  # disarmed after the commit
-    job.status = PlanStatus.PAUSED
-    job.paused_at = timezone.now()
-    job.pause_reason = reason
-    job.save(update_fields=["status", "paused_at", "pause_reason", "updated_at"])
+    _mark_paused(job, reason)
     return job
+
+
+def _mark_paused(owner: Job | Classroom, reason: str) -> None:
+    """Save the job or classroom as paused, now, for ``reason`` (its steps already held)."""
+    owner.status = PlanStatus.PAUSED
+    owner.paused_at = timezone.now()
+    owner.pause_reason = reason
+    owner.save(update_fields=["status", "paused_at", "pause_reason", "updated_at"])
 
 
 @retrying
@@ -210,10 +215,7 @@ def classroom_pause(*, classroom: Classroom, reason: str = "") -> Classroom:
         state=StepState.PAUSED, version=F("version") + 1, **UNHELD
     )
     steps_sync_on_commit(pending)  # update() sends no post_save: their timers are disarmed
-    classroom.status = PlanStatus.PAUSED
-    classroom.paused_at = timezone.now()
-    classroom.pause_reason = reason
-    classroom.save(update_fields=["status", "paused_at", "pause_reason", "updated_at"])
+    _mark_paused(classroom, reason)
     return classroom
 
 

@@ -156,13 +156,19 @@ def each_job(
     if as_json:
         write_json(command, {done: changed, "unchanged": same, "errors": errors})
     if errors:
-        lines = "\n".join(
-            f"  job {e['id']}: {field}: {message}"
-            for e in errors
-            for field, messages in e["error"].items()
-            for message in messages
-        )
-        raise CommandError(f"{len(errors)} of {len(ids)} job(s) not {done}:\n{lines}")
+        raise jobs_refused(errors, total=len(ids), done=done)
+
+
+def jobs_refused(errors: list[dict[str, Any]], *, total: int, done: str) -> CommandError:
+    """The error that ends a command some of whose jobs were refused: one line per field
+    and message of each ``{id, error}``."""
+    lines = "\n".join(
+        f"  job {e['id']}: {field}: {message}"
+        for e in errors
+        for field, messages in e["error"].items()
+        for message in messages
+    )
+    return CommandError(f"{len(errors)} of {total} job(s) not {done}:\n{lines}")
 
 
 def get_owner(username: str | None) -> Any:

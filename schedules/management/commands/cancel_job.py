@@ -9,7 +9,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from schedules import services
 
-from ._shared import EXIT_STATUS, error_dict, get_job, write_json
+from ._shared import EXIT_STATUS, error_dict, get_job, jobs_refused, write_json
 
 
 class Command(BaseCommand):
@@ -45,12 +45,4 @@ class Command(BaseCommand):
         if options["json"]:
             write_json(self, {"cancelled": cancelled, "errors": errors})
         if errors:
-            lines = "\n".join(
-                f"  job {e['id']}: {field}: {message}"
-                for e in errors
-                for field, messages in e["error"].items()
-                for message in messages
-            )
-            raise CommandError(
-                f"{len(errors)} of {len(options['ids'])} job(s) not cancelled:\n{lines}"
-            )
+            raise jobs_refused(errors, total=len(options["ids"]), done="cancelled")
