@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from io import StringIO
@@ -18,6 +19,7 @@ import pytest
 from django.core.management import call_command, load_command_class
 from django.core.management.base import CommandError
 from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from schedules import services
@@ -374,6 +376,28 @@ def test_idempotency_records_in_their_window_stay(django_user_model):
     )
     assert purge().deleted["idempotency_records"] == 1
     assert not exists(expired) and exists(live)
+
+
+def test_the_sweep_forgets_expired_keys_in_bounded_batches(django_user_model, settings):
+    """The dispatcher's sweep deletes expired keys SCHEDULES_PURGE_BATCH at a time, each
+    batch its own statement and transaction, and keeps the keys still in their window."""
+    settings.SCHEDULES_PURGE_BATCH = 4
+    user = django_user_model.objects.create_user("ada")
+    fields = {"user": user, "endpoint": "POST /jobs", "request_hash": "x", "response_status": 201}
+    IdempotencyRecord.objects.bulk_create(
+        IdempotencyRecord(key=f"old{i}", expires_at=ago(1), response_body={}, **fields)
+        for i in range(10)
+    )
+    live = IdempotencyRecord.objects.create(
+        key="live", expires_at=ago(-0.5), response_body={}, **fields
+    )
+    with CaptureQueriesContext(connection) as queries:
+        assert services.idempotency_purge_expired() == 10
+    deletes = [q["sql"] for q in queries if q["sql"].startswith("DELETE")]
+    assert len(deletes) == 3  # 4 + 4 + 2
+    sizes = [len(re.search(r"IN \(([^)]*)\)", sql).group(1).split(",")) for sql in deletes]
+    assert sizes == [4, 4, 2]
+    assert list(IdempotencyRecord.objects.values_list("pk", flat=True)) == [live.pk]
 
 
 def test_notification_deliveries_go_by_their_age_and_lose_the_link_to_a_deleted_run():
