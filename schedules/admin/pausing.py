@@ -1,22 +1,26 @@
-"""Pause and resume in the admin: the list actions, and the Pause or Resume button among a
-change page's object tools (a POST to ``<id>/pause/`` or ``<id>/resume/``), for jobs and
-classrooms. Both call the services (schedules/services/pauses.py)."""
+"""Pause and resume in the admin: the list actions, the Pause and Resume buttons among a
+change page's object tools, for jobs and classrooms. Pausing asks for an optional reason
+first (the actions' intermediate page; ``<id>/pause/`` for one); resuming is a POST to
+``<id>/resume/``. Both call the services (schedules/services/pauses.py).
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
+from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
 from django.utils.translation import ngettext
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_http_methods, require_POST
 
-from ..models import ENDED_PLAN_STATES, PlanStatus
+from ..models import ENDED_PLAN_STATES, PAUSE_REASON_MAX, PlanStatus
 from ..services.transactions import Busy
 from .base import BADGE_TONES, BigTableAdmin, M
 
@@ -31,11 +35,31 @@ RESUME_HELP = (
 )
 
 
-def admin_reason(request: HttpRequest) -> str:
-    """The reason a pause from the admin keeps: who paused it."""
+#: Room kept in pause_reason for "paused in the admin by <user>: " (usernames: 150 at most).
+_WHO_MAX = len("paused in the admin by : ") + 150
+
+
+def admin_reason(request: HttpRequest, given: str = "") -> str:
+    """The reason a pause from the admin keeps: who paused it, and the reason given."""
     user = request.user
     name = user.get_username() if user.is_authenticated else "someone"
-    return f"paused in the admin by {name}"
+    who = f"paused in the admin by {name}"
+    return f"{who}: {given}" if given else who
+
+
+class PauseForm(forms.Form):
+    """The optional reason asked before pausing from the admin."""
+
+    reason = forms.CharField(
+        required=False,
+        strip=True,
+        max_length=PAUSE_REASON_MAX - _WHO_MAX,
+        widget=forms.TextInput(attrs={"size": 60, "autofocus": True}),
+        help_text=(
+            f"{PAUSE_HELP} Shown with the paused status, after who paused it; optional. "
+            "A job that pauses itself after failures says so instead."
+        ),
+    )
 
 
 def pause_badge(obj: Any) -> str:
@@ -69,10 +93,11 @@ class PauseAdmin(BigTableAdmin[M]):
 
     # --- The list actions -------------------------------------------------------------------
 
-    def _apply(self, request: HttpRequest, queryset: QuerySet[M], *, pausing: bool) -> None:
+    def _apply(
+        self, request: HttpRequest, queryset: QuerySet[M], *, pausing: bool, reason: str = ""
+    ) -> None:
         target = PlanStatus.PAUSED
         unchanged: list[Any] = []
-        reason = admin_reason(request)
 
         def service(obj: M) -> None:
             status = _status(obj)
@@ -107,9 +132,22 @@ class PauseAdmin(BigTableAdmin[M]):
         )
 
     @admin.action(description="Pause selected %(verbose_name_plural)s", permissions=["change"])
-    def pause_selected(self, request: HttpRequest, queryset: QuerySet[M]) -> None:
-        """Hold each one's steps not started yet (their timers disarmed) until resumed."""
-        self._apply(request, queryset, pausing=True)
+    def pause_selected(self, request: HttpRequest, queryset: QuerySet[M]) -> HttpResponse | None:
+        """Hold each one's steps not started yet (their timers disarmed) until resumed,
+        after asking for the reason (optional)."""
+        return self.ask_then_apply(
+            request,
+            queryset,
+            form_class=PauseForm,
+            title=f"Pause {self.pause_names[1]}",
+            submit_label="Pause",
+            apply=lambda form: self._apply(
+                request,
+                queryset,
+                pausing=True,
+                reason=admin_reason(request, form.cleaned_data["reason"]),
+            ),
+        )
 
     @admin.action(description="Resume selected %(verbose_name_plural)s", permissions=["change"])
     def resume_selected(self, request: HttpRequest, queryset: QuerySet[M]) -> None:
@@ -123,7 +161,7 @@ class PauseAdmin(BigTableAdmin[M]):
         urls = [
             path(
                 "<path:object_id>/pause/",
-                self.admin_site.admin_view(require_POST(self.pause_view)),
+                self.admin_site.admin_view(require_http_methods(["GET", "POST"])(self.pause_view)),
                 name=f"{prefix}_pause",
             ),
             path(
@@ -135,31 +173,49 @@ class PauseAdmin(BigTableAdmin[M]):
         return [*urls, *super().get_urls()]
 
     def pause_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
-        return self._button(request, object_id, pausing=True)
+        """GET: the page asking for the reason; POST: pause with it."""
+        obj = self._changeable(request, object_id)
+        form = PauseForm(request.POST if request.method == "POST" else None)
+        if request.method == "POST" and form.is_valid():
+            reason = admin_reason(request, form.cleaned_data["reason"])
+            return self._act(request, obj, lambda: self.pause(obj, reason), "paused")
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"Pause {obj}",
+            "opts": self.opts,
+            "original": obj,
+            "form": form,
+            "media": self.media + form.media,
+            "change_url": self._change_url(obj),
+        }
+        return TemplateResponse(request, "admin/schedules/pause_form.html", context)
 
     def resume_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
-        return self._button(request, object_id, pausing=False)
+        obj = self._changeable(request, object_id)
+        return self._act(request, obj, lambda: self.resume(obj), "resumed")
 
-    def _button(self, request: HttpRequest, object_id: str, *, pausing: bool) -> HttpResponse:
+    def _changeable(self, request: HttpRequest, object_id: str) -> M:
         obj = self.get_object(request, unquote(object_id))
         if obj is None:
             raise Http404(f"No {self.opts.verbose_name} with id {object_id!r}.")
         if not self.has_change_permission(request, obj):
             raise PermissionDenied
+        return obj
+
+    def _change_url(self, obj: M) -> str:
+        return reverse(f"admin:{self.opts.app_label}_{self.opts.model_name}_change", args=[obj.pk])
+
+    def _act(self, request: HttpRequest, obj: M, service: Any, verb: str) -> HttpResponse:
+        """Run ``service``, say how it went and go back to the change page."""
         try:
-            if pausing:
-                self.pause(obj, admin_reason(request))
-            else:
-                self.resume(obj)
+            service()
         except ValidationError as exc:
             self.message_user(request, f"{obj}: {'; '.join(exc.messages)}", messages.ERROR)
         except Busy as exc:
             self.message_user(request, f"{obj}: {exc}", messages.ERROR)
         else:
-            verb = "paused" if pausing else "resumed"
             self.message_user(request, f"{obj}: {verb}.", messages.SUCCESS)
-        url = reverse(f"admin:{self.opts.app_label}_{self.opts.model_name}_change", args=[obj.pk])
-        return HttpResponseRedirect(url)
+        return HttpResponseRedirect(self._change_url(obj))
 
     def pause_button(self, request: HttpRequest, object_id: str) -> dict[str, str] | None:
         """The Pause or Resume button for the change page (None: neither applies)."""
@@ -175,6 +231,7 @@ class PauseAdmin(BigTableAdmin[M]):
             "url": reverse(name, args=[obj.pk]),
             "label": verb.capitalize(),
             "help": RESUME_HELP if verb == "resume" else PAUSE_HELP,
+            "asks": "yes" if verb == "pause" else "",  # a link to the reason's page
         }
 
     def change_view(

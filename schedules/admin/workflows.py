@@ -44,7 +44,7 @@ from .inlines import (
     RunInline,
     StepRows,
 )
-from .pausing import admin_reason
+from .pausing import PauseForm, admin_reason
 from .timeline import TIMELINE_FIELDSET, TimelineAdmin
 
 
@@ -178,19 +178,35 @@ class WorkflowAdmin(PlanAdmin[Workflow]):
         return change_link(Job, job.pk, f"{describe_schedule(job)}{state}")
 
     @admin.action(description="Pause selected workflows' rules", permissions=["change"])
-    def pause_rules(self, request: HttpRequest, queryset: QuerySet[Workflow]) -> None:
-        """Pause each one's rule: no execution starts until it is resumed (docs/admin.md)."""
-        reason = admin_reason(request)
-        self.apply_service(
+    def pause_rules(
+        self, request: HttpRequest, queryset: QuerySet[Workflow]
+    ) -> HttpResponse | None:
+        """Pause each one's rule, after asking for the reason (optional): no execution
+        starts until it is resumed (docs/admin.md)."""
+
+        def apply(form: forms.Form) -> None:
+            reason = admin_reason(request, form.cleaned_data["reason"])
+            self.apply_service(
+                request,
+                queryset.select_related(None).only("pk", "name", "version", "schedule"),
+                lambda workflow: services.workflow_pause(workflow=workflow, reason=reason),
+                lambda n: (
+                    ngettext(
+                        "%(count)d workflow's rule paused.",
+                        "%(count)d workflows' rules paused.",
+                        n,
+                    )
+                    % {"count": n}
+                ),
+            )
+
+        return self.ask_then_apply(
             request,
-            queryset.select_related(None).only("pk", "name", "version", "schedule"),
-            lambda workflow: services.workflow_pause(workflow=workflow, reason=reason),
-            lambda n: (
-                ngettext(
-                    "%(count)d workflow's rule paused.", "%(count)d workflows' rules paused.", n
-                )
-                % {"count": n}
-            ),
+            queryset,
+            form_class=PauseForm,
+            title="Pause workflows' rules",
+            submit_label="Pause",
+            apply=apply,
         )
 
     @admin.action(description="Resume selected workflows' rules", permissions=["change"])

@@ -163,3 +163,27 @@ class AdminBrowserTests(BrowserTestCase):
         self.assertEqual(canvas.get_attribute("data-points"), "4")
         self.assertTrue(canvas.is_displayed())
         self.assertGreater(self.painted_pixels(canvas), 0)
+
+    def test_pausing_a_job_asks_for_a_reason_and_resuming_arms_it_again(self) -> None:
+        job = services.job_schedule(
+            action="noop",
+            name="Nightly export",
+            due_at=timezone.now() + dt.timedelta(hours=2),
+        )
+        self.open(f"/admin/schedules/job/{job.pk}/change/")
+        self.find(".object-tools a.pauselink").click()
+        self.wait_for_text("#content h1", f"Pause {job}")
+        self.fill("#id_reason", "vendor API down")
+        self.submit()
+        self.wait_for_text(".messagelist .success", f"{job}: paused.")
+        job.refresh_from_db()
+        self.assertEqual(job.status, PlanStatus.PAUSED)
+        self.assertEqual(
+            job.pause_reason, f"paused in the admin by {self.username}: vendor API down"
+        )
+        self.assertIn("vendor API down", self.find("#content-main").text)
+
+        self.find(".object-tools button.pauselink").click()  # now "Resume", a POST
+        self.wait_for_text(".messagelist .success", f"{job}: resumed.")
+        job.refresh_from_db()
+        self.assertEqual(job.status, PlanStatus.SCHEDULED)

@@ -28,11 +28,28 @@ from tests.schedules.test_admin import (
 pytestmark = pytest.mark.django_db
 
 
+def pause_action(client: Client, model: str, objects: list, reason: str = "") -> object:
+    """Choose "Pause selected", then submit its intermediate page with ``reason``."""
+    return client.post(
+        url(f"{model}_changelist"),
+        {
+            "action": "pause_selected",
+            "_selected_action": [o.pk for o in objects],
+            "apply": "Pause",
+            "reason": reason,
+        },
+    )
+
+
 def test_pause_selected_counts_what_it_paused_and_reports_each_refusal(admin_client):
     jobs = [make_job(name=f"job {i}") for i in range(4)]
     services.job_pause(job=jobs[1], reason="before")
     services.job_cancel(job=jobs[3])
-    response = run_action(admin_client, "job", "pause_selected", jobs)
+    page = run_action(admin_client, "job", "pause_selected", jobs)
+    assert page.status_code == 200  # first, the page asking for the reason
+    assert page.context["title"] == "Pause jobs" and "reason" in page.context["form"].fields
+    assert set(Job.objects.values_list("status", flat=True)) != {PlanStatus.PAUSED}
+    response = pause_action(admin_client, "job", jobs)
     assert response.status_code == 302
     assert messages_of(response) == [
         ("success", "2 jobs paused; 1 was already paused."),
@@ -61,13 +78,32 @@ def test_resume_selected_is_singular_for_one_and_says_what_was_not_paused(admin_
 
 def test_classroom_actions(admin_client):
     rooms = [make_classroom(title=f"room {i}") for i in range(2)]
-    response = run_action(admin_client, "classroom", "pause_selected", rooms)
+    response = pause_action(admin_client, "classroom", rooms)
     assert messages_of(response) == [("success", "2 classrooms paused.")]
     assert {s.state for room in rooms for s in room.steps.all()} == {StepState.PAUSED}
     response = run_action(admin_client, "classroom", "resume_selected", rooms[:1])
     assert messages_of(response)[-1] == ("success", "1 classroom resumed.")
-    response = run_action(admin_client, "classroom", "pause_selected", rooms)
+    response = pause_action(admin_client, "classroom", rooms)
     assert messages_of(response)[-1] == ("success", "1 classroom paused; 1 was already paused.")
+
+
+def test_the_reason_given_is_kept_after_who_paused_and_a_long_one_is_refused(admin_client):
+    job, room = make_job(name="mailer"), make_classroom()
+    pause_action(admin_client, "job", [job], reason="  vendor down  ")
+    pause_action(admin_client, "classroom", [room], reason="teacher ill")
+    job.refresh_from_db()
+    room.refresh_from_db()
+    assert job.pause_reason == "paused in the admin by admin: vendor down"
+    assert room.pause_reason == "paused in the admin by admin: teacher ill"
+
+    other = make_job(name="other")
+    page = pause_action(admin_client, "job", [other], reason="x" * 400)
+    assert page.status_code == 200  # the page again, with the error on the field
+    assert page.context["form"].errors == {
+        "reason": ["Ensure this value has at most 325 characters (it has 400)."]
+    }
+    other.refresh_from_db()
+    assert other.status == PlanStatus.SCHEDULED and other.pause_reason == ""
 
 
 def test_the_actions_are_offered_with_their_model_s_name(admin_client):
@@ -79,8 +115,10 @@ def test_the_actions_are_offered_with_their_model_s_name(admin_client):
 
 
 def button(content: str) -> tuple[str, str, str] | None:
-    """The Pause or Resume button of a change page: (action URL, label, help)."""
+    """The Pause link or the Resume button of a change page: (URL, label, help)."""
     match = re.search(
+        r'<a href="([^"]+)" class="pauselink" title="([^"]+)">(\w+)</a>', content
+    ) or re.search(
         r'<form method="post" action="([^"]+)" class="pause-form">.*?'
         r'<button type="submit" class="pauselink" title="([^"]+)">(\w+)</button>',
         content,
@@ -98,7 +136,12 @@ def test_the_change_page_button_pauses_then_resumes(admin_client, model):
     action, label, help_text = button(page) or ("", "", "")
     assert (action, label) == (url(f"{model}_pause", obj.pk), "Pause")
     assert "held and their timers disarmed" in help_text and "running finishes" in help_text
-    response = admin_client.post(action)
+    form_page = admin_client.get(action)  # the link: the page asking for the reason
+    assert form_page.status_code == 200 and form_page.context["title"] == f"Pause {obj}"
+    assert 'name="reason"' in form_page.content.decode()
+    obj.refresh_from_db()
+    assert obj.status == PlanStatus.SCHEDULED  # nothing paused by looking
+    response = admin_client.post(action, {"reason": ""})
     assert response.status_code == 302 and response.url == url(f"{model}_change", obj.pk)
     assert messages_of(response) == [("success", f"{obj}: paused.")]
     obj.refresh_from_db()
@@ -116,15 +159,16 @@ def test_the_change_page_button_pauses_then_resumes(admin_client, model):
     assert obj.status == PlanStatus.SCHEDULED
 
 
-def test_the_button_needs_a_post_and_the_change_permission(admin_client):
+def test_the_buttons_need_the_change_permission_and_resume_a_post(admin_client):
     job = make_job()
-    assert admin_client.get(url("job_pause", job.pk)).status_code == 405
+    assert admin_client.get(url("job_resume", job.pk)).status_code == 405
     viewer = User.objects.create_user("viewer", password="pw-viewer-1234", is_staff=True)
     viewer.user_permissions.add(Permission.objects.get(codename="view_job"))
     client = Client()
     client.force_login(viewer)
     page = client.get(url("job_change", job.pk)).content.decode()
     assert button(page) is None  # only who may change the job sees it
+    assert client.get(url("job_pause", job.pk)).status_code == 403
     assert client.post(url("job_pause", job.pk)).status_code == 403
     job.refresh_from_db()
     assert job.status == PlanStatus.SCHEDULED

@@ -162,3 +162,29 @@ def test_the_execution_list_reads_a_bounded_number_of_queries(admin_client):
     assert response.status_code == 200 and b"nightly" in response.content
     assert len(queries) < 15
     assert not [q for q in queries if '"data"' in q["sql"] and "schedules_execution" in q["sql"]]
+
+
+def test_pausing_rules_asks_the_reason_then_resuming_plans_the_next_start(admin_client):
+    workflow = services.workflow_create(
+        name="nightly", definition={"StartAt": "Done", "States": {"Done": {"Type": "Succeed"}}}
+    )
+    rule = services.workflow_schedule(
+        workflow=workflow, schedule_type="rate", rate_every=1, rate_unit="hours"
+    )
+    changelist = reverse("admin:schedules_workflow_changelist")
+    chosen = {"action": "pause_rules", "_selected_action": [workflow.pk]}
+    page = admin_client.post(changelist, chosen)
+    assert page.status_code == 200 and page.context["title"] == "Pause workflows' rules"
+    rule.refresh_from_db()
+    assert rule.status == "scheduled"  # nothing paused before the reason's page is sent
+    response = admin_client.post(changelist, {**chosen, "apply": "Pause", "reason": "migration"})
+    assert messages_of(response) == [("success", "1 workflow's rule paused.")]
+    rule.refresh_from_db()
+    assert (rule.status, rule.pause_reason) == ("paused", "paused in the admin by admin: migration")
+    assert "(paused)" in admin_client.get(changelist).content.decode()
+    response = admin_client.post(
+        changelist, {"action": "resume_rules", "_selected_action": [workflow.pk]}
+    )
+    assert messages_of(response) == [("success", "1 workflow's rule resumed.")]
+    rule.refresh_from_db()
+    assert rule.status == "scheduled" and rule.steps.filter(state="scheduled").count() == 1
