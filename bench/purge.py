@@ -24,11 +24,18 @@ the Redis database ``--redis-url`` names (emptied before and after, that number 
 4. **purge**: ``manage.py purge --json`` as its own process while the load goes on; then
    ``--tail`` seconds of the load alone.
 
+5. **control** (``--control`` seconds, 60 by default): the load beside a plain file
+   writer at the disk's write rate during the purge, and no purge: what writing that
+   much does to this disk, and so to the load's commits, by itself.
+
 It prints the load's lateness (action start minus due time, from bench_mark's marks)
-before, during and after the purge, the slowest start in each 5 s, the purge's rows
-per second and total time, the CPU of each process, how busy the machine was with
-other work, and what stayed. ``--log-slow MS`` has PostgreSQL log the statements and
-lock waits slower than that (diagnosis). docs/benchmarks.md, "The purge at scale".
+before, during and after the purge and in the control, the slowest start in each 5 s,
+the purge's rows per second and total time, the WAL it wrote (pg_stat_wal), the CPU of
+each process, how busy the machine was with other work, what stayed, and the disk's
+own commit latency in each segment (a 4 KB write and ``fdatasync`` every 0.1 s beside
+the load: a stall of the disk shows there whatever caused it). ``--log-slow MS`` has
+PostgreSQL log the statements and lock waits slower than that (diagnosis).
+docs/benchmarks.md, "The purge at scale".
 """
 
 from __future__ import annotations
@@ -43,6 +50,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -104,6 +112,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         metavar="MS",
         help="diagnosis: PostgreSQL logs the bench database's statements slower than this "
         "and its lock waits (in the server's log)",
+    )
+    p.add_argument(
+        "--control",
+        type=float,
+        default=60.0,
+        help="seconds (at most the purge's) of the control after the tail: the load beside "
+        "a plain file writer at the disk's write rate during the purge (60; 0: none)",
     )
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--keep", action="store_true", help="keep the data dir (logs)")
@@ -424,6 +439,107 @@ class Meter:
         return result
 
 
+class DiskProbe(threading.Thread):
+    """The disk's own commit latency, beside the load: every 0.1 s, 4 KB written and
+    ``fdatasync``-ed to a file of the benchmark's data dir (on this machine the same disk
+    as PostgreSQL's). A stall of the disk shows here as in the load's commits, whatever
+    caused it; the figures are kept per segment (``mark``)."""
+
+    def __init__(self, folder: Path) -> None:
+        super().__init__(daemon=True)
+        self.path = folder / "disk-probe"
+        self.samples: list[tuple[float, float]] = []  # (monotonic, ms)
+        self.marks: list[tuple[str, float]] = []
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            while not self.stopping.wait(0.1):
+                began = time.perf_counter()
+                os.pwrite(fd, b"\0" * 4096, 0)
+                os.fdatasync(fd)
+                self.samples.append((time.monotonic(), (time.perf_counter() - began) * 1000))
+        finally:
+            os.close(fd)
+
+    def mark(self, name: str) -> None:
+        self.marks.append((name, time.monotonic()))
+
+    def stop(self) -> dict[str, dict[str, Any]]:
+        """Per segment: the fdatasync p50, p99 and max (ms) and how many took over 50 ms."""
+        self.stopping.set()
+        self.join()
+        ends = [t for _, t in self.marks[1:]] + [float("inf")]
+        result = {}
+        for (name, t0), t1 in zip(self.marks, ends, strict=False):
+            ms = sorted(v for t, v in self.samples if t0 <= t < t1)
+            if ms:
+                result[name] = {
+                    "n": len(ms),
+                    "p50": round(ms[len(ms) // 2], 2),
+                    "p99": round(ms[min(len(ms) - 1, int(len(ms) * 0.99))], 2),
+                    "max": round(ms[-1], 1),
+                    "over_50ms": sum(v > 50 for v in ms),
+                }
+        return result
+
+
+def disk_written_bytes(folder: Path) -> int | None:
+    """Bytes written so far to the disk that holds ``folder`` (/proc/diskstats; None
+    where that is not there)."""
+    dev = os.stat(folder).st_dev
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/diskstats").read_text().splitlines():
+            fields = line.split()
+            if (int(fields[0]), int(fields[1])) == (os.major(dev), os.minor(dev)):
+                return int(fields[9]) * 512
+    return None
+
+
+class DiskWriter(threading.Thread):
+    """The control: ``rate`` bytes a second written to a file of the benchmark's data dir
+    and flushed every MB (as PostgreSQL's WAL writer and flush-after writes are), with no
+    purge and no database work: what writing that much does to this disk, and so to the
+    load's commits, by itself."""
+
+    def __init__(self, folder: Path, rate: float, seconds: float) -> None:
+        super().__init__(daemon=True)
+        self.path, self.rate, self.seconds = folder / "disk-writer", rate, seconds
+
+    def run(self) -> None:
+        chunk, ring = os.urandom(256 * 1024), 512 * 2**20
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600)
+        began, written = time.monotonic(), 0
+        try:
+            while time.monotonic() - began < self.seconds:
+                os.pwrite(fd, chunk, written % ring)
+                written += len(chunk)
+                if written % 2**20 == 0:
+                    os.fdatasync(fd)
+                ahead = written / self.rate - (time.monotonic() - began)
+                if ahead > 0:
+                    time.sleep(ahead)
+        finally:
+            os.close(fd)
+            self.path.unlink()
+
+
+def wal_counters(servers: CaseServers) -> dict[str, float]:
+    """PostgreSQL's WAL counters (pg_stat_wal, the whole server): bytes, full-page images,
+    writes and syncs."""
+    if servers.cfg.database != "postgres":
+        return {}
+    import psycopg
+
+    with psycopg.connect(servers.cfg.postgres_url, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT wal_bytes, wal_fpi, wal_write, wal_sync FROM pg_stat_wal"
+        ).fetchone()
+    assert row is not None
+    return dict(zip(("bytes", "fpi", "writes", "syncs"), map(float, row), strict=True))
+
+
 def run(args: argparse.Namespace, data_dir: Path) -> dict[str, Any]:
     cfg = Config(
         cases=["purge"],
@@ -550,12 +666,18 @@ def measure(
             time.sleep(0.05)
 
         meter = Meter(servers, [dispatcher.pid, worker.pid])
+        probe = DiskProbe(data_dir)
+        probe.start()
         phase(f"baseline: {args.baseline:.0f} s of the load alone")
         meter.mark("baseline")
+        probe.mark("baseline")
         time.sleep(args.baseline)
 
         phase("purge")
         meter.mark("during")
+        probe.mark("during")
+        wal_before = wal_counters(servers)
+        disk_before = disk_written_bytes(data_dir)
         server_cpu = ServerCpu(servers)
         server_cpu.start()
         cpu_start = {
@@ -606,11 +728,35 @@ def measure(
             "wall": purge_wall,
         }
 
+        wal_after = wal_counters(servers)
+        result["wal_during_purge"] = {k: wal_after[k] - wal_before[k] for k in wal_after}
+        disk_after = disk_written_bytes(data_dir)
+        disk_rate = (
+            None
+            if disk_before is None or disk_after is None
+            else (disk_after - disk_before) / purge_wall
+        )
+        result["disk_write_mb_s_during_purge"] = disk_rate and round(disk_rate / 2**20, 1)
         meter.mark("after")
+        probe.mark("after")
         phase(f"tail: {args.tail:.0f} s of the load alone")
         time.sleep(args.tail)
+        control_started = control_ended = timezone.now()
+        if args.control and disk_rate:
+            seconds = min(purge_wall, args.control)
+            phase(
+                f"control: {seconds:.0f} s of the load beside {disk_rate / 2**20:.1f} MB/s "
+                "written to a file, no purge"
+            )
+            meter.mark("control")
+            probe.mark("control")
+            writer = DiskWriter(data_dir, disk_rate, seconds)
+            writer.start()
+            writer.join()
+            control_ended = timezone.now()
         stop_at = timezone.now()
         meter.mark("end")
+        result["disk_fdatasync_ms"] = probe.stop()
         result["other_cores"] = meter.other_cores()
         meter.close()
         time.sleep(3.0)  # the last steps due before stop_at start and mark
@@ -624,7 +770,13 @@ def measure(
 
     phase("analyse")
     window_end = stop_at - dt.timedelta(seconds=1)
-    lateness: dict[str, list[float]] = {"baseline": [], "during": [], "after": [], "all": []}
+    lateness: dict[str, list[float]] = {
+        "baseline": [],
+        "during": [],
+        "after": [],
+        "control": [],
+        "all": [],
+    }
     missed, doubled = 0, 0
     for pk, due_at in due.items():
         if due_at > window_end:
@@ -636,10 +788,19 @@ def measure(
         doubled += len(marks) > 1
         late = min(m[2] for m in marks) - due_at.timestamp()
         segment = (
-            "baseline" if due_at < purge_started else "during" if due_at <= purge_ended else "after"
+            "baseline"
+            if due_at < purge_started
+            else "during"
+            if due_at <= purge_ended
+            else "after"
+            if due_at < control_started
+            else "control"
         )
+        if segment == "control" and due_at > control_ended:
+            continue
         lateness[segment].append(late)
-        lateness["all"].append(late)
+        if segment != "control":
+            lateness["all"].append(late)
     result["lateness_ms"] = {name: summary_ms(values) for name, values in lateness.items()}
     # The slowest start in each 5 s of due time, from the purge's start (diagnosis).
     slowest: dict[int, float] = {}
@@ -672,6 +833,13 @@ def report(result: dict[str, Any]) -> bool:
         + ", ".join(f"{k} {v:.1f}" for k, v in cpu.items() if k != "wall")
         + f" (wall {cpu['wall']:.1f} s)"
     )
+    wal = result.get("wal_during_purge")
+    if wal:
+        print(
+            f"  WAL during the purge: {wal['bytes'] / 2**20:,.0f} MB, "
+            f"{wal['fpi']:,.0f} full-page images, {wal['writes']:,.0f} writes, "
+            f"{wal['syncs']:,.0f} syncs (the whole server)"
+        )
     print()
     print(f"{'load lateness':<14} {'n':>6} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'max ms':>8}")
 
@@ -682,6 +850,13 @@ def report(result: dict[str, Any]) -> bool:
         print(
             f"{name:<14} {s['n']:>6} {fmt(s['p50']):>8} {fmt(s['p95']):>8} "
             f"{fmt(s['p99']):>8} {fmt(s['max']):>8}"
+        )
+    heads = ("n", "p50 ms", "p99 ms", "max ms", "> 50 ms")
+    print(f"{'disk fdatasync':<14} {heads[0]:>6} " + " ".join(f"{h:>8}" for h in heads[1:]))
+    for name, d in result["disk_fdatasync_ms"].items():
+        print(
+            f"{name:<14} {d['n']:>6} {d['p50']:>8.1f} {d['p99']:>8.1f} {d['max']:>8.1f} "
+            f"{d['over_50ms']:>8}"
         )
     series = " ".join(f"{v:.0f}" for v in result["slowest_ms_per_5s"].values())
     print(f"slowest start per 5 s of due time (ms), the purge from 0 s: {series}")
@@ -699,6 +874,18 @@ def report(result: dict[str, Any]) -> bool:
         f"target: {'PASS' if ok else 'FAIL'}  load p99 during the purge < {P99_TARGET_MS:.0f} ms "
         f"({'-' if p99 is None else f'{p99:.1f}'} ms), 0 missed"
     )
+    control = result["lateness_ms"]["control"]
+    if control["n"]:
+        print(
+            f"control: the load beside {result['disk_write_mb_s_during_purge']} MB/s written to "
+            f"a file (the disk's rate during the purge), no purge: p99 {control['p99']:.1f} ms"
+            + (
+                f" (>= {P99_TARGET_MS:.0f} ms: writing that much misses the target on this "
+                "disk by itself)"
+                if control["p99"] >= P99_TARGET_MS
+                else ""
+            )
+        )
     return ok
 
 

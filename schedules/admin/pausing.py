@@ -22,7 +22,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from ..models import ENDED_PLAN_STATES, PAUSE_REASON_MAX, PlanStatus
 from ..services.transactions import Busy
-from .base import BADGE_TONES, BigTableAdmin, M
+from .base import BADGE_TONES, M, PlanAdmin
 
 #: What a pause does and what a resume does, as the buttons' and the actions' help says.
 PAUSE_HELP = (
@@ -78,7 +78,7 @@ def _status(obj: Any) -> str:
     return str(obj.status)
 
 
-class PauseAdmin(BigTableAdmin[M]):
+class PauseAdmin(PlanAdmin[M]):
     """Adds the actions ``pause_selected`` and ``resume_selected`` (list them in
     ``actions``) and the Pause or Resume button on the change page."""
 

@@ -42,17 +42,18 @@ nothing.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import itertools
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
-from django.db import IntegrityError, connection, models
+from django.db import DatabaseError, IntegrityError, connection, models
 from django.utils import timezone
 
 from ..models import (
@@ -668,6 +669,42 @@ class Purge:
         return deleted
 
 
+#: The purge's own PostgreSQL session settings (``_background_writes``).
+BACKGROUND_WRITES = {"synchronous_commit": "off", "backend_flush_after": "256kB"}
+
+
+@contextlib.contextmanager
+def _background_writes() -> Iterator[None]:
+    """On PostgreSQL, the purge's session writes in the background, out of the way of
+    the commits of the dispatcher and the workers:
+
+    - ``synchronous_commit = off``: a batch's commit does not wait for its WAL to
+      reach the disk (the WAL writer flushes it within a moment). A crash can undo
+      the last batches; their rows come back whole and the next purge deletes them.
+    - ``backend_flush_after = 256kB``: the pages the purge dirties are handed to the
+      disk as it goes, not left to the kernel to flush in one burst later (a burst
+      every other commit then waits behind).
+
+    Both are reset after the purge (the recurring purge runs in a worker whose
+    connection serves other actions next).
+    """
+    if connection.vendor != "postgresql":
+        yield
+        return
+    with connection.cursor() as cursor:
+        for name, value in BACKGROUND_WRITES.items():
+            cursor.execute(f"SET {name} = '{value}'")
+    try:
+        yield
+    finally:
+        try:
+            with connection.cursor() as cursor:
+                for name in BACKGROUND_WRITES:
+                    cursor.execute(f"RESET {name}")
+        except DatabaseError:
+            connection.close()  # a broken or aborted session: a new one has the defaults
+
+
 def retention_purge(
     *,
     retention: Retention | None = None,
@@ -699,7 +736,8 @@ def retention_purge(
         pause=pause,
         progress=progress,
     )
-    report = purge.run()
+    with _background_writes():
+        report = purge.run()
     logger.info(
         "purge%s: %s row(s) in %.1f s (%s)%s",
         " (dry run)" if dry_run else "",

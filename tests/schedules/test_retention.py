@@ -684,3 +684,30 @@ def test_purge_progress_is_a_bar_on_a_terminal(monkeypatch):
     lines = err.getvalue()
     assert "\r[########################] 100% runs" in lines
     assert "1 of 1 looked at, 1 deleted" in lines
+
+
+def test_the_purge_writes_in_the_background_on_postgresql_and_resets_it_after():
+    """On PostgreSQL the purge's session commits without waiting for the disk and hands
+    its pages to the disk as it goes (BACKGROUND_WRITES), then puts both back; SQLite has
+    no such settings and gets no statement for them."""
+    finished_job(days=40)
+    seen: list[tuple[str, str]] = []
+
+    def settings_now() -> tuple[str, str]:
+        with connection.cursor() as cursor:
+            cursor.execute("SHOW synchronous_commit")
+            sync = cursor.fetchone()[0]
+            cursor.execute("SHOW backend_flush_after")
+            return sync, cursor.fetchone()[0]
+
+    if connection.vendor == "postgresql":
+        before = settings_now()
+        assert before == ("on", "0")
+        report = purge(progress=lambda _p: seen.append(settings_now()))
+        assert report.deleted["runs"] == 1
+        assert seen and set(seen) == {("off", "256kB")}
+        assert settings_now() == before
+    else:
+        with CaptureQueriesContext(connection) as queries:
+            assert purge().deleted["runs"] == 1
+        assert not [q for q in queries if q["sql"].upper().startswith(("SET", "RESET"))]
