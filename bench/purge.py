@@ -73,6 +73,7 @@ from bench.run import (  # noqa: E402
     kill_leftovers,
     machine,
     machine_busy_seconds,
+    percentile,
     summary_ms,
 )
 
@@ -477,9 +478,9 @@ class DiskProbe(threading.Thread):
             if ms:
                 result[name] = {
                     "n": len(ms),
-                    "p50": round(ms[len(ms) // 2], 2),
-                    "p99": round(ms[min(len(ms) - 1, int(len(ms) * 0.99))], 2),
-                    "max": round(ms[-1], 1),
+                    "p50": round(percentile(ms, 50) or 0.0, 2),
+                    "p99": round(percentile(ms, 99) or 0.0, 2),
+                    "max": round(ms[-1], 2),
                     "over_50ms": sum(v > 50 for v in ms),
                 }
         return result
