@@ -326,6 +326,9 @@ SCHEDULES_DB_RETRY_SECONDS = env.float("SCHEDULES_DB_RETRY_SECONDS", default=120
 # How often a service runs its transaction again when the database reports a conflict.
 SCHEDULES_CONFLICT_RETRIES = env.int("SCHEDULES_CONFLICT_RETRIES", default=5)
 SCHEDULES_EARLY_HOLD_MAX = env.float("SCHEDULES_EARLY_HOLD_MAX", default=5.0)
+# PostgreSQL: seconds before their due time the worker claims plain steps, committing
+# the claim at the due time (docs/architecture.md, "The worker's claim, ahead").
+SCHEDULES_CLAIM_AHEAD = env.float("SCHEDULES_CLAIM_AHEAD", default=0.05)
 SCHEDULES_DISPATCH_BATCH = env.int("SCHEDULES_DISPATCH_BATCH", default=500)
 SCHEDULES_DISPATCH_LOOKAHEAD = env.float("SCHEDULES_DISPATCH_LOOKAHEAD", default=0.2)
 SCHEDULES_DISPATCH_CHUNK = env.int("SCHEDULES_DISPATCH_CHUNK", default=50)

@@ -105,6 +105,10 @@ def check_recording_backend(app_configs: Any = None, **kwargs: Any) -> list[chec
     return []
 
 
+#: The longest SCHEDULES_CLAIM_AHEAD: the locks a claim made ahead holds stay short.
+CLAIM_AHEAD_MAX = 1.0
+
+
 @checks.register()
 def check_timing(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
     """Settings whose values must agree with each other."""
@@ -118,6 +122,16 @@ def check_timing(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMes
                 f"less than SCHEDULES_EARLY_HOLD_MAX ({hold} s), or the worker would re-arm "
                 "every step the dispatcher releases early.",
                 id="schedules.E003",
+            )
+        )
+    ahead = settings.SCHEDULES_CLAIM_AHEAD
+    if not 0 <= ahead <= CLAIM_AHEAD_MAX:
+        errors.append(
+            checks.Error(
+                f"SCHEDULES_CLAIM_AHEAD is {ahead} s; it must be from 0 to {CLAIM_AHEAD_MAX} s "
+                "(the worker holds the job's and the step's locks that long before the due "
+                "time).",
+                id="schedules.E008",
             )
         )
     for name in ("SCHEDULES_DISPATCH_CHUNK", "SCHEDULES_DISPATCH_SPREAD"):

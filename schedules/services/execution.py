@@ -916,11 +916,29 @@ def _insert_runs(runs: Sequence[Run]) -> None:
         run.pk = ids[run.step_id]
 
 
+def claim_ahead() -> float:
+    """Seconds before their due time a worker claims plain steps due together, to commit
+    the claim at the due time (SCHEDULES_CLAIM_AHEAD; ``_claim_together``). 0 on
+    SQLite, where the open transaction would hold the database's one write lock."""
+    if connection.vendor != "postgresql":
+        return 0.0
+    ahead: float = settings.SCHEDULES_CLAIM_AHEAD
+    return ahead
+
+
 def _claim_together(
-    steps: Sequence[StepRow], now: dt.datetime, worker: str
+    steps: Sequence[StepRow], now: dt.datetime, worker: str, start_at: dt.datetime | None = None
 ) -> list[tuple[StepRow, Run]]:
     """Take the steps and open their runs in one transaction (owners first, then steps in
-    ascending id, then runs). A step another delivery changed meanwhile is left out."""
+    ascending id, then runs). A step another delivery changed meanwhile is left out.
+
+    With ``start_at`` (a claim made ahead, ``claim_ahead``), the transaction's statements
+    run now and it commits at ``start_at``, never before: only the commit is left between
+    the due time and the action. Meanwhile the rows stay locked, so a cancel, an edit or
+    a pause of the job waits for the commit and finds the attempt running, as one that
+    came just after the due time does."""
+    if start_at is not None:
+        now = max(now, start_at)  # the runs open at the due time
     with transaction.atomic():
         _lock_rows(JOB_TABLE, sorted({s.job_id for s in steps if s.job_id is not None}))
         taken = _take_steps(steps, now, worker)
@@ -932,7 +950,15 @@ def _claim_together(
         runs = [_opened_run(step, step.version, now, worker) for step in claimed]
         if runs:
             _insert_runs(runs)
+            if start_at is not None:
+                _sleep_until(start_at)
     return list(zip(claimed, runs, strict=True))
+
+
+def _sleep_until(moment: dt.datetime) -> None:
+    delay = (moment - timezone.now()).total_seconds()
+    if delay > 0:
+        time.sleep(delay)
 
 
 def _claimed_together_before(
@@ -1135,9 +1161,11 @@ def _execute_together(
     worker: str,
     keeper: LeaseKeeper | None,
     deadline: float | None = None,
+    start_at: dt.datetime | None = None,
 ) -> list[tuple[int, int]]:
-    """Claim due plain steps together, run their actions in order, record them together.
-    Once ``deadline`` has passed, the steps not started are given back; returns them."""
+    """Claim due plain steps together (ahead of ``start_at``, their due time, if given),
+    run their actions in order, record them together. Once ``deadline`` has passed, the
+    steps not started are given back; returns them."""
     first = steps[0]
     tried: dict[int, int] = {}  # the attempt a claim tried, per step
 
@@ -1147,7 +1175,9 @@ def _execute_together(
         else:
             mine, rest = [], list(steps)
         tried.update({step.pk: step.attempts + 1 for step in rest})
-        return mine + (_claim_together(rest, timezone.now(), worker) if rest else [])
+        if not rest:
+            return mine
+        return mine + _claim_together(rest, timezone.now(), worker, start_at)
 
     claimed = _retry_db(claim, what="taking the steps", step_id=first.pk, version=first.version)
     claimed_ids = {step.pk for step, _ in claimed}
@@ -1222,13 +1252,15 @@ def steps_execute(
 ) -> list[tuple[int, int]]:
     """Run the deliveries of a message's ``(step_id, version)`` pairs, in their order.
 
-    Plain steps due by now are claimed, run and recorded together (above); any other
-    step (stale, cancelled, already running, a recurring occurrence) goes through
-    ``step_execute`` at its turn, with the same fences. A step due soon is waited for
-    (up to SCHEDULES_EARLY_HOLD_MAX). Stops before the next group once ``deadline``
-    (``time.monotonic()``) has passed and returns the pairs not started.
+    Plain steps due by now are claimed, run and recorded together (above); on PostgreSQL
+    they are claimed ``claim_ahead()`` before they are due, the claim committing at the
+    due time. Any other step (stale, cancelled, already running, a recurring occurrence)
+    goes through ``step_execute`` at its turn, with the same fences. A step due soon is
+    waited for (up to SCHEDULES_EARLY_HOLD_MAX). Stops before the next group once
+    ``deadline`` (``time.monotonic()``) has passed and returns the pairs not started.
     """
     worker = worker or process_name("worker")
+    ahead = claim_ahead()
     order = [(int(pk), int(version)) for pk, version in pairs]
     read = _retry_db(
         lambda: _read_steps([pk for pk, _ in order]),
@@ -1246,10 +1278,12 @@ def steps_execute(
         if _plain(step, version):
             assert step is not None
             early = (step.due_at - now).total_seconds()
-            if 0 < early <= settings.SCHEDULES_EARLY_HOLD_MAX:
-                time.sleep(early)
+            if ahead < early <= settings.SCHEDULES_EARLY_HOLD_MAX:
+                time.sleep(early - ahead)
                 continue
-            if early <= 0:
+            if early <= ahead:
+                # The steps due by now, or (claimed ahead) due with this one.
+                start_at = max(now, step.due_at)
                 group: list[StepRow] = []
                 while index < len(order):
                     pk, version = order[index]
@@ -1257,11 +1291,13 @@ def steps_execute(
                     if not _plain(step, version):
                         break
                     assert step is not None
-                    if step.due_at > now:
+                    if step.due_at > start_at:
                         break
                     group.append(step)
                     index += 1
-                given_back = _execute_together(group, worker, keeper, deadline)
+                given_back = _execute_together(
+                    group, worker, keeper, deadline, start_at if start_at > now else None
+                )
                 if keeper is not None:
                     keeper.release(s.pk for s in group)
                 if given_back:
