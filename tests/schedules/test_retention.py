@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -687,27 +688,61 @@ def test_purge_progress_is_a_bar_on_a_terminal(monkeypatch):
 
 
 def test_the_purge_writes_in_the_background_on_postgresql_and_resets_it_after():
-    """On PostgreSQL the purge's session commits without waiting for the disk and hands
-    its pages to the disk as it goes (BACKGROUND_WRITES), then puts both back; SQLite has
+    """On PostgreSQL the purge's session commits without waiting for the disk, hands its
+    pages to the disk as it goes and compresses its WAL (BACKGROUND_WRITES; the tests
+    connect as a superuser, who may set wal_compression), then puts all back; SQLite has
     no such settings and gets no statement for them."""
     finished_job(days=40)
-    seen: list[tuple[str, str]] = []
+    seen: list[tuple[str, str, str]] = []
 
-    def settings_now() -> tuple[str, str]:
+    def settings_now() -> tuple[str, str, str]:
         with connection.cursor() as cursor:
-            cursor.execute("SHOW synchronous_commit")
-            sync = cursor.fetchone()[0]
-            cursor.execute("SHOW backend_flush_after")
-            return sync, cursor.fetchone()[0]
+            cursor.execute(
+                "SELECT current_setting('synchronous_commit'), "
+                "current_setting('backend_flush_after'), current_setting('wal_compression')"
+            )
+            return cursor.fetchone()
 
     if connection.vendor == "postgresql":
         before = settings_now()
-        assert before == ("on", "0")
+        assert before == ("on", "0", "off")
         report = purge(progress=lambda _p: seen.append(settings_now()))
         assert report.deleted["runs"] == 1
-        assert seen and set(seen) == {("off", "256kB")}
+        assert seen and set(seen) == {("off", "256kB", "lz4")}
         assert settings_now() == before
     else:
         with CaptureQueriesContext(connection) as queries:
             assert purge().deleted["runs"] == 1
         assert not [q for q in queries if q["sql"].upper().startswith(("SET", "RESET"))]
+
+
+def test_a_role_that_may_not_set_wal_compression_purges_without_it():
+    """wal_compression is a superuser's setting: a role without the right to set it
+    purges with the other settings, and is not refused."""
+    if connection.vendor != "postgresql":
+        assert purge().total == 0  # nothing to purge; SQLite has no such setting
+        return
+    finished_job(days=40)
+    seen: list[str] = []
+    role = f"schedules_plain_{os.getpid()}"  # roles are the server's: one of this process
+    with connection.cursor() as cursor:
+        cursor.execute(f"CREATE ROLE {role} NOLOGIN")
+        cursor.execute(f"GRANT ALL ON ALL TABLES IN SCHEMA public TO {role}")
+        cursor.execute(f"GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO {role}")
+        cursor.execute(f"SET ROLE {role}")
+    try:
+        report = purge(progress=lambda _p: seen.append(_setting("wal_compression")))
+        assert report.deleted["runs"] == 1
+        assert seen and set(seen) == {"off"}
+        assert _setting("synchronous_commit") == "on"  # reset after, as before
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("RESET ROLE")
+            cursor.execute(f"DROP OWNED BY {role}")
+            cursor.execute(f"DROP ROLE {role}")
+
+
+def _setting(name: str) -> str:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT current_setting(%s)", [name])
+        return str(cursor.fetchone()[0])
