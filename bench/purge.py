@@ -34,7 +34,9 @@ the purge's rows per second and total time, the WAL it wrote (pg_stat_wal), the 
 each process, how busy the machine was with other work, what stayed, and the disk's
 own commit latency in each segment (a 4 KB write and ``fdatasync`` every 0.1 s beside
 the load: a stall of the disk shows there whatever caused it). ``--log-slow MS`` has
-PostgreSQL log the statements and lock waits slower than that (diagnosis).
+PostgreSQL log the statements and lock waits slower than that, and ``--trace`` prints
+where the load's time goes from due to start before and during the purge (bench/trace.py's
+probes; diagnosis).
 docs/benchmarks.md, "The purge at scale".
 """
 
@@ -107,6 +109,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--redis-url", default=Config.redis_url)
     p.add_argument("--concurrency", type=int, default=2, help="Celery pool processes (2)")
     p.add_argument("--env", action="append", default=[], metavar="KEY=VALUE", help="extra setting")
+    p.add_argument(
+        "--trace",
+        action="store_true",
+        help="diagnosis: where the load's time goes from due to start, before and during "
+        "the purge (bench/trace.py's probes, as bench/run.py --trace)",
+    )
     p.add_argument(
         "--log-slow",
         type=int,
@@ -550,6 +558,7 @@ def run(args: argparse.Namespace, data_dir: Path) -> dict[str, Any]:
         redis_url=args.redis_url,
     )
     cfg.env = dict(item.split("=", 1) for item in args.env)
+    cfg.trace = args.trace
     with CaseServers("purge", cfg, data_dir) as servers:
         if args.log_slow is not None and args.database == "postgres":
             for setting, value in (
@@ -813,6 +822,20 @@ def measure(
             slowest[bucket] = max(slowest.get(bucket, 0.0), late)
     result["slowest_ms_per_5s"] = {str(k): round(v, 1) for k, v in sorted(slowest.items())}
     result["missed"], result["doubled"] = missed, doubled
+    if args.trace:
+        from bench.trace import analyse
+
+        result["trace"] = {
+            name: analyse(
+                data_dir,
+                {pk: d for pk, d in due.items() if start <= d < end},
+                (start.timestamp(), end.timestamp() + 2.0),
+            )
+            for name, start, end in (
+                ("baseline", purge_started - dt.timedelta(seconds=args.baseline), purge_started),
+                ("during", purge_started, purge_ended),
+            )
+        }
     result["load_avg_1m_at_end"] = os.getloadavg()[0]
     return result
 
@@ -861,6 +884,11 @@ def report(result: dict[str, Any]) -> bool:
         )
     series = " ".join(f"{v:.0f}" for v in result["slowest_ms_per_5s"].values())
     print(f"slowest start per 5 s of due time (ms), the purge from 0 s: {series}")
+    if "trace" in result:
+        from bench.trace import print_trace
+
+        for name, trace in result["trace"].items():
+            print_trace(name, trace)
     p99 = result["lateness_ms"]["during"]["p99"]
     ok = p99 is not None and p99 < P99_TARGET_MS and result["missed"] == 0
     print(f"missed {result['missed']}, doubled {result['doubled']}")

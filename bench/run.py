@@ -1135,23 +1135,9 @@ def print_report(results: dict[str, dict[str, Any]], cfg: Config) -> list[tuple[
         if "profile" in r:
             print_summary(case, r["profile"])
         if "trace" in r:
-            print(f"  {case} trace (ms; p50 / p99 / max):")
-            for name, d in [
-                *r["trace"]["since_due_ms"].items(),
-                *r["trace"]["segments_ms"].items(),
-                *r["trace"]["sqlite_lock_ms"].items(),
-            ]:
-                label = f"due->{name}" if name in r["trace"]["since_due_ms"] else name
-                print(
-                    f"    {label:<36} {fmt(d['p50']):>8} {fmt(d['p99']):>8} {fmt(d['max']):>8}"
-                    f"  (n={d['n']})"
-                )
-            t = r["trace"]
-            print(
-                f"    claim batches {t['claim_batches']}, size p50 {t['claim_batch_size_p50']}, "
-                f"max {t['claim_batch_size_max']}; claims that found nothing "
-                f"{t['empty_claims']} (p50 {fmt(t['empty_claim_ms']['p50'])} ms)"
-            )
+            from bench.trace import print_trace
+
+            print_trace(case, r["trace"])
     checks = targets(results, cfg)
     print()
     title = "targets (smoke run: sizes reduced)" if cfg.quick else "targets"

@@ -9,7 +9,9 @@ by wrapping (never editing) product functions:
   broker hands a message to Celery);
 * worker pool process: ``workers.tasks.step_execute`` and ``workers.tasks.steps_execute``
   (the task body starts), and ``schedules.services.execution._claim_together`` (the
-  worker's claim transaction of steps due together: its start and its commit).
+  worker's claim transaction of steps due together: its start and its commit; a claim
+  made ahead, on PostgreSQL, starts SCHEDULES_CLAIM_AHEAD before the due time and
+  commits at it).
 
 The action's own mark (bench.actions) is the last point. Each probe appends
 ``kind unix_time step_id...`` lines to ``<data dir>/trace/trace-<pid>.txt``.
@@ -102,9 +104,9 @@ def install() -> None:
 
     claim_together = execution._claim_together
 
-    def traced_claim_together(steps: Any, now: Any, worker: str) -> Any:
+    def traced_claim_together(steps: Any, now: Any, worker: str, *args: Any) -> Any:
         t0 = time.time()
-        claimed = claim_together(steps, now, worker)
+        claimed = claim_together(steps, now, worker, *args)
         t1 = time.time()
         ids = " ".join(str(step.pk) for step, _ in claimed)
         if ids:
@@ -226,3 +228,26 @@ def analyse(
         "claim_batch_size_p50": sizes[len(sizes) // 2] if sizes else None,
         "claim_batch_size_max": sizes[-1] if sizes else None,
     }
+
+
+def print_trace(label: str, trace: dict[str, Any]) -> None:
+    """Print ``analyse``'s figures under ``label``."""
+
+    def fmt(value: float | None) -> str:
+        return "-" if value is None else f"{value:.1f}"
+
+    print(f"  {label} trace (ms; p50 / p99 / max):")
+    for name, d in [
+        *trace["since_due_ms"].items(),
+        *trace["segments_ms"].items(),
+        *trace["sqlite_lock_ms"].items(),
+    ]:
+        name = f"due->{name}" if name in trace["since_due_ms"] else name
+        print(
+            f"    {name:<36} {fmt(d['p50']):>8} {fmt(d['p99']):>8} {fmt(d['max']):>8}  (n={d['n']})"
+        )
+    print(
+        f"    claim batches {trace['claim_batches']}, size p50 {trace['claim_batch_size_p50']}, "
+        f"max {trace['claim_batch_size_max']}; claims that found nothing "
+        f"{trace['empty_claims']} (p50 {fmt(trace['empty_claim_ms']['p50'])} ms)"
+    )
