@@ -76,13 +76,14 @@ class Stack:
         return process
 
     def start_dispatcher(self, sweep_interval: float = 5) -> subprocess.Popen[bytes]:
-        return self.start(
-            "manage.py",
-            "run_scheduler",
-            "--sweep-interval",
-            str(sweep_interval),
-            log=f"dispatcher-{len(self.processes)}.log",
+        """``run_scheduler``; returns once its loop has started (a step saved before that
+        would wait for the process to start, seconds on a busy machine)."""
+        log = f"dispatcher-{len(self.processes)}.log"
+        process = self.start(
+            "manage.py", "run_scheduler", "--sweep-interval", str(sweep_interval), log=log
         )
+        self.wait_for_log(log, " started (batch ")
+        return process
 
     def start_worker(self) -> subprocess.Popen[bytes]:
         """A Celery worker consuming the stack's queue; returns once it is ready."""
