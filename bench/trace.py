@@ -232,9 +232,7 @@ def analyse(
 
 def print_trace(label: str, trace: dict[str, Any]) -> None:
     """Print ``analyse``'s figures under ``label``."""
-
-    def fmt(value: float | None) -> str:
-        return "-" if value is None else f"{value:.1f}"
+    from bench.run import fmt
 
     print(f"  {label} trace (ms; p50 / p99 / max):")
     for name, d in [
